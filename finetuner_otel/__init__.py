@@ -1,0 +1,89 @@
+"""finetuner-otel: turn your application's own OpenAI traffic into fine-tuning datasets.
+
+::
+
+    import finetuner_otel, openai
+
+    finetuner_otel.instrument()                    # ./finetuner.duckdb, or FINETUNER_DB
+    client = openai.OpenAI()
+    client.chat.completions.create(model=..., messages=..., dataset_name="search_classifier")
+    with finetuner_otel.dataset("search_classifier"):
+        client.chat.completions.create(model=..., messages=...)
+
+    store = finetuner_otel.open_store()
+    train, val = store.get_dataset("search_classifier").split(0.8, seed=0)
+    train.to_jsonl("train.jsonl")
+
+The heavy parts (DuckDB, the store) load on first use, so the instrumentation alone stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._context import dataset
+from ._errors import (
+    ConfigurationError,
+    DatasetNotFoundError,
+    FinetunerError,
+    SchemaError,
+    StoreError,
+    StoreLockedError,
+)
+from .version import __version__
+
+if TYPE_CHECKING:
+    from ._setup import Instrumentation, instrument, open_store, uninstrument
+    from .exporters import DuckDBSpanExporter
+    from .instrumentation import OpenAIInstrumentor
+    from .store import Dataset, DatasetSummary, Example, SQLResult, Store
+
+_LAZY = {
+    "Instrumentation": "._setup",
+    "instrument": "._setup",
+    "open_store": "._setup",
+    "uninstrument": "._setup",
+    "DuckDBSpanExporter": ".exporters",
+    "OpenAIInstrumentor": ".instrumentation",
+    "Dataset": ".store",
+    "DatasetSummary": ".store",
+    "Example": ".store",
+    "SQLResult": ".store",
+    "Store": ".store",
+}
+
+__all__ = [
+    "ConfigurationError",
+    "Dataset",
+    "DatasetNotFoundError",
+    "DatasetSummary",
+    "DuckDBSpanExporter",
+    "Example",
+    "FinetunerError",
+    "Instrumentation",
+    "OpenAIInstrumentor",
+    "SQLResult",
+    "SchemaError",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "__version__",
+    "dataset",
+    "instrument",
+    "open_store",
+    "uninstrument",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'finetuner_otel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,76 @@
+"""Dataset tagging: ``with finetuner_otel.dataset("x"):`` and ``@finetuner_otel.dataset("x")``.
+
+The name travels as OpenTelemetry baggage (``finetuner.dataset``) in the current context, so it
+follows asyncio tasks, threads whose context is propagated (``contextvars.copy_context``, the
+OTel threading instrumentation) and, with a W3C baggage propagator, other services.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from opentelemetry import baggage, context
+
+from ._settings import check_dataset_name
+
+BAGGAGE_KEY = "finetuner.dataset"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def current_dataset() -> str | None:
+    """The dataset named by the innermost active ``dataset(...)`` scope, or None."""
+    value = baggage.get_baggage(BAGGAGE_KEY)
+    return value if isinstance(value, str) else None
+
+
+class dataset:  # noqa: N801 - used like a function: ``with dataset("x")``
+    """Tag every LLM call made inside this scope with a dataset name.
+
+    Works as a context manager and as a decorator of plain and ``async`` functions. Scopes nest:
+    the innermost wins; a ``dataset_name=`` keyword on the call itself wins over any scope.
+    """
+
+    __slots__ = ("_tokens", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = check_dataset_name(name)
+        self._tokens: list[object] = []
+
+    def __enter__(self) -> dataset:
+        ctx = baggage.set_baggage(BAGGAGE_KEY, self.name)
+        self._tokens.append(context.attach(ctx))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        context.detach(self._tokens.pop())  # type: ignore[arg-type]
+
+    def __call__(self, func: _F) -> _F:
+        name = self.name
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_scoped(*args: Any, **kwargs: Any) -> Any:
+                with dataset(name):
+                    return await func(*args, **kwargs)
+
+            return cast(_F, async_scoped)
+
+        @functools.wraps(func)
+        def scoped(*args: Any, **kwargs: Any) -> Any:
+            with dataset(name):
+                return func(*args, **kwargs)
+
+        return cast(_F, scoped)
+
+    def __repr__(self) -> str:
+        return f"dataset({self.name!r})"

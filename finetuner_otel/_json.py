@@ -1,0 +1,34 @@
+"""The one JSON encoder for captured content: compact, UTF-8, tolerant of SDK objects."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+
+def _fallback(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # pydantic models (the SDK's own types, user response formats)
+        return dump(mode="json", exclude_unset=True)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, type):  # e.g. response_format=MyPydanticModel
+        schema = getattr(value, "model_json_schema", None)
+        return {"type": "json_schema", "name": value.__name__, "schema": schema()} if schema else (
+            value.__qualname__
+        )
+    return repr(value)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_fallback)
+
+
+def dumps(value: Any) -> str:
+    """Encode ``value`` as compact JSON, turning SDK objects and bytes into plain JSON values."""
+    return _ENCODER.encode(value)
+
+
+loads = json.loads

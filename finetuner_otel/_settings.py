@@ -1,0 +1,101 @@
+"""Settings, read once from arguments and the environment.
+
+=========================  ===============================  ======================================
+variable                   default                          meaning
+=========================  ===============================  ======================================
+``FINETUNER_DB``           ``./finetuner.duckdb``           the DuckDB store
+``FINETUNER_SPOOL_DIR``    ``<FINETUNER_DB>.spool``         where exporters spool spans before ingest
+``FINETUNER_DATASET``      ``default``                      dataset of calls not tagged otherwise
+``FINETUNER_INGEST_INTERVAL``  ``1.0``                      seconds between background ingests
+=========================  ===============================  ======================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import ConfigurationError
+
+DEFAULT_DB = "finetuner.duckdb"
+DEFAULT_DATASET = "default"
+_MAX_DATASET_NAME = 200
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_dataset_name(name: object, *, source: str = "dataset name") -> str:
+    """Return ``name`` if it is a usable dataset name, else raise ConfigurationError saying why."""
+    if not isinstance(name, str):
+        raise ConfigurationError(
+            f"{source} must be a string, got {type(name).__name__} {name!r}; "
+            f"pass the name as text, e.g. dataset_name='search_classifier'"
+        )
+    if not name.strip():
+        raise ConfigurationError(f"{source} is empty; give a name such as 'search_classifier'")
+    if len(name) > _MAX_DATASET_NAME:
+        raise ConfigurationError(
+            f"{source} is {len(name)} characters long; use at most {_MAX_DATASET_NAME}"
+        )
+    if _BAD_NAME_CHARS.search(name):
+        raise ConfigurationError(
+            f"{source} {name!r} contains control characters; use printable text only"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the store lives and how capture behaves."""
+
+    db_path: Path
+    spool_dir: Path
+    default_dataset: str = DEFAULT_DATASET
+    ingest_interval: float = 1.0
+
+    @classmethod
+    def load(
+        cls,
+        db: str | os.PathLike[str] | None = None,
+        *,
+        spool_dir: str | os.PathLike[str] | None = None,
+        default_dataset: str | None = None,
+        ingest_interval: float | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Arguments win over ``FINETUNER_*`` variables, which win over the defaults."""
+        env = os.environ if environ is None else environ
+        db_path = Path(db if db is not None else env.get("FINETUNER_DB") or DEFAULT_DB)
+        if str(db_path).strip() == "" or db_path.is_dir():
+            raise ConfigurationError(
+                f"the store path {str(db_path)!r} is a directory or empty; "
+                f"give a file path such as ./finetuner.duckdb (argument db= or FINETUNER_DB)"
+            )
+        spool = spool_dir if spool_dir is not None else env.get("FINETUNER_SPOOL_DIR")
+        spool_path = Path(spool) if spool else db_path.with_name(db_path.name + ".spool")
+        dataset = default_dataset if default_dataset is not None else env.get("FINETUNER_DATASET")
+        dataset = check_dataset_name(
+            dataset or DEFAULT_DATASET, source="FINETUNER_DATASET / default_dataset"
+        )
+        interval = ingest_interval
+        if interval is None:
+            raw = env.get("FINETUNER_INGEST_INTERVAL", "1.0")
+            try:
+                interval = float(raw)
+            except ValueError:
+                raise ConfigurationError(
+                    f"FINETUNER_INGEST_INTERVAL must be a number of seconds, got {raw!r}"
+                ) from None
+        if not math.isfinite(interval) or interval < 0:
+            raise ConfigurationError(
+                f"the ingest interval must be a finite number of seconds >= 0, got {interval!r}"
+            )
+        return cls(
+            db_path=db_path.absolute(),
+            spool_dir=spool_path.absolute(),
+            default_dataset=dataset,
+            ingest_interval=interval,
+        )

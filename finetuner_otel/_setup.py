@@ -1,0 +1,183 @@
+"""``instrument()``: the one-line set-up of capture into a DuckDB store."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from . import _semconv as sc
+from ._errors import ConfigurationError
+from ._settings import Settings
+from .exporters import DuckDBSpanExporter
+from .instrumentation import OpenAIInstrumentor
+from .store import Store
+
+logger = logging.getLogger("finetuner_otel")
+
+_lock = threading.Lock()
+_active: Instrumentation | None = None
+
+
+class GenAISpanProcessor(SpanProcessor):
+    """Batches GenAI spans (and only those) to an exporter, off the caller's thread.
+
+    Added to an application's own TracerProvider it ignores every other span at the cost of one
+    dict lookup, and after ``shutdown`` it goes quiet (providers cannot remove a processor).
+    """
+
+    def __init__(self, exporter: DuckDBSpanExporter) -> None:
+        self.exporter = exporter
+        self._batch = BatchSpanProcessor(exporter)
+        self._active = True
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attrs = span.attributes
+        if self._active and attrs and sc.OPERATION_NAME in attrs:
+            self._batch.on_end(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if not self._active:
+            return True
+        flushed: bool = self._batch.force_flush(timeout_millis)
+        return self.exporter.force_flush(timeout_millis) and flushed
+
+    def shutdown(self) -> None:
+        if self._active:
+            self._active = False
+            self._batch.shutdown()
+
+
+class Instrumentation:
+    """What ``instrument()`` set up. ``flush()`` makes captured calls visible in the store;
+    ``shutdown()`` flushes, stops capture and restores the OpenAI SDK."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tracer_provider: TracerProvider,
+        processor: GenAISpanProcessor,
+        owns_provider: bool,
+    ) -> None:
+        self.settings = settings
+        self.tracer_provider = tracer_provider
+        self.processor = processor
+        self._owns_provider = owns_provider
+        self._closed = False
+
+    @property
+    def db_path(self) -> os.PathLike[str]:
+        return self.settings.db_path
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Export every finished span and ingest it; True when all reached the store or spool."""
+        return self.processor.force_flush(int(timeout * 1000))
+
+    def open_store(self) -> Store:
+        return Store(self.settings.db_path, spool_dir=self.settings.spool_dir)
+
+    def shutdown(self) -> None:
+        global _active
+        with _lock:
+            if self._closed:
+                return
+            self._closed = True
+            if _active is self:
+                _active = None
+        OpenAIInstrumentor().uninstrument()
+        self.processor.shutdown()
+        if self._owns_provider:
+            self.tracer_provider.shutdown()
+
+    def __enter__(self) -> Instrumentation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._closed else "active"
+        return f"<finetuner_otel.Instrumentation {state} db={str(self.settings.db_path)!r}>"
+
+
+def instrument(
+    db: str | os.PathLike[str] | None = None,
+    *,
+    default_dataset: str | None = None,
+    tracer_provider: TracerProvider | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+) -> Instrumentation:
+    """Capture every OpenAI chat call of this process into a DuckDB store.
+
+    ``db`` defaults to ``FINETUNER_DB``, then ``./finetuner.duckdb``. If the application already
+    set an SDK TracerProvider (or passes one), our span processor is added to it, so its own
+    exporters keep working and see our spans; otherwise a private provider is used and the
+    global one is left alone. Calling ``instrument()`` again returns the same handle.
+    """
+    global _active
+    settings = Settings.load(db, spool_dir=spool_dir, default_dataset=default_dataset)
+    with _lock:
+        if _active is not None:
+            if _active.settings != settings:
+                logger.warning(
+                    "finetuner-otel: instrument() was already called with %s; keeping it "
+                    "(call finetuner_otel.uninstrument() first to change settings)",
+                    _active.settings,
+                )
+            return _active
+        provider, owns = _choose_provider(tracer_provider)
+        processor = GenAISpanProcessor(
+            DuckDBSpanExporter(settings.db_path, spool_dir=settings.spool_dir)
+        )
+        provider.add_span_processor(processor)
+        OpenAIInstrumentor().instrument(
+            tracer_provider=provider, default_dataset=settings.default_dataset
+        )
+        _active = Instrumentation(settings, provider, processor, owns)
+        atexit.register(_active.shutdown)
+        return _active
+
+
+def _choose_provider(explicit: Any) -> tuple[TracerProvider, bool]:
+    if explicit is not None:
+        if not isinstance(explicit, TracerProvider):
+            raise ConfigurationError(
+                f"tracer_provider must be an OpenTelemetry SDK TracerProvider, got "
+                f"{type(explicit).__name__}"
+            )
+        return explicit, False
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current, False
+    return TracerProvider(resource=Resource.create()), True
+
+
+def uninstrument() -> None:
+    """Undo ``instrument()``: flush what was captured and restore the OpenAI SDK."""
+    with _lock:
+        active = _active
+    if active is not None:
+        active.shutdown()
+    else:
+        OpenAIInstrumentor().uninstrument()
+
+
+def open_store(db: str | os.PathLike[str] | None = None) -> Store:
+    """The store that ``instrument()`` writes to (or ``db``, or ``FINETUNER_DB``)."""
+    with _lock:
+        active = _active
+    if db is None and active is not None:
+        active.flush()
+        return active.open_store()
+    return Store(db)

@@ -1,0 +1,109 @@
+"""Accumulates streamed chat-completion chunks into the same attributes a whole response gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _semconv as sc
+from .._json import dumps
+from ._content import field, given, usage_attributes
+
+_FINISH_REASONS = {"tool_calls": "tool_call", "function_call": "tool_call"}
+
+
+class _ChoiceBuffer:
+    __slots__ = ("finish_reason", "refusal", "role", "text", "tool_calls")
+
+    def __init__(self) -> None:
+        self.role: str | None = None
+        self.text: list[str] = []
+        self.refusal: list[str] = []
+        # index -> [id, name, argument fragments]
+        self.tool_calls: dict[int, list[Any]] = {}
+        self.finish_reason: str | None = None
+
+    def add(self, delta: Any) -> None:
+        role = field(delta, "role")
+        if role:
+            self.role = role
+        content = field(delta, "content")
+        if content:
+            self.text.append(content)
+        refusal = field(delta, "refusal")
+        if refusal:
+            self.refusal.append(refusal)
+        for call in field(delta, "tool_calls") or ():
+            index = field(call, "index")
+            slot = self.tool_calls.setdefault(index if isinstance(index, int) else 0, [None, None, []])
+            call_id = field(call, "id")
+            if call_id:
+                slot[0] = call_id
+            function = field(call, "function")
+            if function is not None:
+                name = field(function, "name")
+                if name:
+                    slot[1] = name
+                arguments = field(function, "arguments")
+                if arguments:  # None and "" are both "no fragment in this chunk"
+                    slot[2].append(arguments)
+
+    def message(self, incomplete: bool) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = []
+        if self.text:
+            parts.append({"type": "text", "content": "".join(self.text)})
+        if self.refusal:
+            parts.append({"type": "refusal", "content": "".join(self.refusal)})
+        for _, (call_id, name, fragments) in sorted(self.tool_calls.items()):
+            parts.append(
+                {"type": "tool_call", "id": call_id, "name": name, "arguments": "".join(fragments)}
+            )
+        reason = self.finish_reason or ("incomplete" if incomplete else "error")
+        return {
+            "role": self.role or "assistant",
+            "parts": parts,
+            "finish_reason": _FINISH_REASONS.get(reason, reason),
+        }
+
+
+class ChatStreamBuffer:
+    """Collects ids, model, usage and every choice's deltas from ``ChatCompletionChunk`` objects."""
+
+    __slots__ = ("choices", "model", "response_id", "usage")
+
+    def __init__(self) -> None:
+        self.response_id: str | None = None
+        self.model: str | None = None
+        self.usage: Any = None
+        self.choices: dict[int, _ChoiceBuffer] = {}
+
+    def add(self, chunk: Any) -> None:
+        if self.response_id is None:
+            self.response_id = field(chunk, "id")
+            self.model = field(chunk, "model")
+        usage = field(chunk, "usage")
+        if given(usage):
+            self.usage = usage
+        for choice in field(chunk, "choices") or ():
+            index = field(choice, "index")
+            buffer = self.choices.get(index)
+            if buffer is None:
+                buffer = self.choices[index] = _ChoiceBuffer()
+            delta = field(choice, "delta")
+            if delta is not None:
+                buffer.add(delta)
+            reason = field(choice, "finish_reason")
+            if reason:
+                buffer.finish_reason = reason
+
+    def attributes(self, incomplete: bool) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        if self.response_id:
+            attrs[sc.RESPONSE_ID] = self.response_id
+        if self.model:
+            attrs[sc.RESPONSE_MODEL] = self.model
+        ordered = [self.choices[i] for i in sorted(self.choices)]
+        if ordered:
+            attrs[sc.RESPONSE_FINISH_REASONS] = tuple(c.finish_reason or "" for c in ordered)
+        attrs[sc.OUTPUT_MESSAGES] = dumps([c.message(incomplete) for c in ordered])
+        attrs.update(usage_attributes(self.usage))
+        return attrs

@@ -1,0 +1,313 @@
+"""Pure functions: OpenAI chat requests and responses to GenAI semantic-convention attributes.
+
+Messages become the semconv "parts" format (``text``, ``tool_call``, ``tool_call_response``,
+``uri``, ``blob``, ``file``), encoded as one JSON string per attribute. Tool-call arguments are
+kept as the exact string the SDK sent or received, so a stored example is byte-for-byte the call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import _semconv as sc
+from .._json import dumps
+
+try:  # sentinels for "argument not given"; Omit appeared in later SDK releases
+    from openai import NotGiven as _NotGiven
+except ImportError:  # pragma: no cover - every supported SDK has it
+    _NotGiven = ()  # type: ignore[assignment,misc]
+try:
+    from openai import Omit as _Omit
+except ImportError:  # pragma: no cover - older SDKs
+    _Omit = ()  # type: ignore[assignment,misc]
+_SENTINELS: tuple[type, ...] = tuple(t for t in (_NotGiven, _Omit) if isinstance(t, type))
+
+# Request keywords with a semconv attribute of their own (scalar numbers).
+_NUMERIC_PARAMS = {
+    "temperature": sc.REQUEST_TEMPERATURE,
+    "top_p": sc.REQUEST_TOP_P,
+    "frequency_penalty": sc.REQUEST_FREQUENCY_PENALTY,
+    "presence_penalty": sc.REQUEST_PRESENCE_PENALTY,
+    "seed": sc.REQUEST_SEED,
+}
+# Keywords that never describe the model's behaviour (transport) or may carry credentials.
+_NOT_OPTIONS = frozenset(
+    {
+        "messages", "model", "tools", "stream", "stream_options", "extra_headers",
+        "extra_query", "extra_body", "timeout", "user", "metadata", "store",
+        *_NUMERIC_PARAMS, "max_tokens", "max_completion_tokens", "stop", "n",
+    }
+)
+_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<b64>;base64)?,", re.IGNORECASE)
+_FINISH_REASONS = {"tool_calls": "tool_call", "function_call": "tool_call"}
+
+
+def given(value: Any) -> bool:
+    """False for None and the SDK's NotGiven/Omit sentinels."""
+    return value is not None and not isinstance(value, _SENTINELS)
+
+
+def field(obj: Any, key: str) -> Any:
+    """``obj[key]`` for mappings, ``obj.key`` for SDK (pydantic) objects, None when absent."""
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+# --- request ------------------------------------------------------------------------------
+
+
+def _content_part(part: Any) -> dict[str, Any]:
+    kind = field(part, "type")
+    if kind == "text":
+        return {"type": "text", "content": field(part, "text")}
+    if kind == "image_url":
+        image = field(part, "image_url")
+        url = field(image, "url") if not isinstance(image, str) else image
+        out = _media_part(url, "image")
+        detail = field(image, "detail") if not isinstance(image, str) else None
+        if given(detail):
+            out["detail"] = detail
+        return out
+    if kind == "input_audio":
+        audio = field(part, "input_audio")
+        fmt = field(audio, "format")
+        return {
+            "type": "blob",
+            "modality": "audio",
+            "mime_type": f"audio/{fmt}" if fmt else None,
+            "content": field(audio, "data"),
+        }
+    if kind == "file":
+        file = field(part, "file")
+        out = {"type": "file", "modality": "file"}
+        for key in ("file_id", "filename", "file_data"):
+            value = field(file, key)
+            if given(value):
+                out[key] = value
+        return out
+    if kind == "refusal":
+        return {"type": "refusal", "content": field(part, "refusal")}
+    # Unknown part types are kept whole (GenericPart) so nothing is lost.
+    return {"type": str(kind), "openai": part}
+
+
+def _media_part(url: Any, modality: str) -> dict[str, Any]:
+    if isinstance(url, str):
+        match = _DATA_URL.match(url)
+        if match and match.group("b64"):
+            return {
+                "type": "blob",
+                "modality": modality,
+                "mime_type": match.group("mime") or None,
+                "content": url[match.end() :],
+            }
+    return {"type": "uri", "modality": modality, "uri": url}
+
+
+def _content_parts(content: Any) -> list[dict[str, Any]]:
+    if not given(content):
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    return [_content_part(part) for part in content]
+
+
+def _tool_call_parts(tool_calls: Any) -> list[dict[str, Any]]:
+    parts = []
+    for call in tool_calls or ():
+        function = field(call, "function")
+        if function is None:  # custom tools carry their input under "custom"
+            custom = field(call, "custom")
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": field(call, "id"),
+                    "name": field(custom, "name"),
+                    "arguments": field(custom, "input"),
+                    "tool_type": "custom",
+                }
+            )
+            continue
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": field(call, "id"),
+                "name": field(function, "name"),
+                "arguments": field(function, "arguments"),
+            }
+        )
+    return parts
+
+
+def input_message(message: Any) -> dict[str, Any]:
+    """One OpenAI chat message (dict or SDK object) as a semconv ChatMessage."""
+    role = field(message, "role")
+    content = field(message, "content")
+    if role == "tool":
+        parts: list[dict[str, Any]] = [
+            {
+                "type": "tool_call_response",
+                "id": field(message, "tool_call_id"),
+                "response": content if isinstance(content, str) else _content_parts(content),
+            }
+        ]
+    else:
+        parts = _content_parts(content)
+        refusal = field(message, "refusal")
+        if given(refusal):
+            parts.append({"type": "refusal", "content": refusal})
+        parts.extend(_tool_call_parts(field(message, "tool_calls")))
+        legacy_call = field(message, "function_call")
+        if given(legacy_call):
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": None,
+                    "name": field(legacy_call, "name"),
+                    "arguments": field(legacy_call, "arguments"),
+                    "tool_type": "function_call",
+                }
+            )
+    out: dict[str, Any] = {"role": role, "parts": parts}
+    name = field(message, "name")
+    if given(name):
+        out["name"] = name
+    if role == "function":  # legacy function results
+        out["parts"] = [{"type": "tool_call_response", "id": None, "response": content}]
+    return out
+
+
+def tool_definitions(tools: Iterable[Any]) -> list[dict[str, Any]]:
+    """Tools in the semconv shape (type, name, description, parameters), all other keys kept."""
+    out = []
+    for tool in tools:
+        kind = field(tool, "type")
+        inner = field(tool, kind) if isinstance(kind, str) else None
+        if isinstance(inner, Mapping) or inner is not None and not isinstance(inner, str):
+            definition = {"type": kind}
+            for key in ("name", "description", "parameters", "strict", "format"):
+                value = field(inner, key)
+                if given(value):
+                    definition[key] = value
+            out.append(definition)
+        else:
+            out.append(dict(tool) if isinstance(tool, Mapping) else {"type": str(kind)})
+    return out
+
+
+def _server(instance: Any) -> tuple[str | None, int | None]:
+    client = getattr(instance, "_client", None)
+    base_url = getattr(client, "base_url", None)
+    if base_url is None:
+        return None, None
+    parts = urlsplit(str(base_url))
+    port = parts.port or (443 if parts.scheme == "https" else 80 if parts.scheme == "http" else None)
+    return parts.hostname, port
+
+
+def provider_name(instance: Any, host: str | None) -> str:
+    """The semconv provider name for the client that makes this call."""
+    client = getattr(instance, "_client", None)
+    if type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI") or (
+        host and host.endswith((".openai.azure.com", ".cognitiveservices.azure.com"))
+    ):
+        return "azure.ai.openai"
+    return "openai"
+
+
+def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, Any]:
+    """Span attributes known before the call: model, parameters, server, and the input content."""
+    host, port = _server(instance)
+    attrs: dict[str, Any] = {
+        sc.OPERATION_NAME: sc.OPERATION_CHAT,
+        sc.PROVIDER_NAME: provider_name(instance, host),
+    }
+    model = kwargs.get("model")
+    if given(model):
+        attrs[sc.REQUEST_MODEL] = str(model)
+    if host:
+        attrs[sc.SERVER_ADDRESS] = host
+        if port:
+            attrs[sc.SERVER_PORT] = port
+    for key, attr in _NUMERIC_PARAMS.items():
+        value = kwargs.get(key)
+        if given(value) and isinstance(value, int | float) and not isinstance(value, bool):
+            attrs[attr] = value
+    max_tokens = kwargs.get("max_completion_tokens")
+    if not given(max_tokens):
+        max_tokens = kwargs.get("max_tokens")
+    if given(max_tokens) and isinstance(max_tokens, int):
+        attrs[sc.REQUEST_MAX_TOKENS] = max_tokens
+    n = kwargs.get("n")
+    if given(n) and isinstance(n, int) and n != 1:
+        attrs[sc.REQUEST_CHOICE_COUNT] = n
+    stop = kwargs.get("stop")
+    if given(stop):
+        attrs[sc.REQUEST_STOP_SEQUENCES] = (stop,) if isinstance(stop, str) else tuple(stop)
+    response_format = kwargs.get("response_format")
+    if given(response_format):
+        kind = field(response_format, "type") if not isinstance(response_format, type) else None
+        attrs[sc.OUTPUT_TYPE] = "text" if kind == "text" else "json"
+
+    messages = kwargs.get("messages")
+    if given(messages):
+        attrs[sc.INPUT_MESSAGES] = dumps([input_message(m) for m in messages])
+    tools = kwargs.get("tools")
+    if given(tools):
+        attrs[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(tools))
+    options = {k: v for k, v in kwargs.items() if k not in _NOT_OPTIONS and given(v)}
+    if options:
+        attrs[sc.REQUEST_OPTIONS] = dumps(options)
+    return attrs
+
+
+# --- response -----------------------------------------------------------------------------
+
+
+def output_message(message: Any, finish_reason: Any) -> dict[str, Any]:
+    """One choice's message as a semconv OutputMessage."""
+    out = input_message(message)
+    out["role"] = out.get("role") or "assistant"
+    reason = finish_reason if isinstance(finish_reason, str) else "error"
+    out["finish_reason"] = _FINISH_REASONS.get(reason, reason)
+    return out
+
+
+def response_attributes(completion: Any) -> dict[str, Any]:
+    """Span attributes from a ChatCompletion: ids, model, finish reasons, usage, output content."""
+    attrs: dict[str, Any] = {}
+    response_id = field(completion, "id")
+    if response_id:
+        attrs[sc.RESPONSE_ID] = response_id
+    model = field(completion, "model")
+    if model:
+        attrs[sc.RESPONSE_MODEL] = model
+    choices = field(completion, "choices") or ()
+    reasons = []
+    messages = []
+    for choice in choices:
+        reason = field(choice, "finish_reason")
+        reasons.append(reason if isinstance(reason, str) else "")
+        messages.append(output_message(field(choice, "message"), reason))
+    if reasons:
+        attrs[sc.RESPONSE_FINISH_REASONS] = tuple(reasons)
+    attrs[sc.OUTPUT_MESSAGES] = dumps(messages)
+    attrs.update(usage_attributes(field(completion, "usage")))
+    return attrs
+
+
+def usage_attributes(usage: Any) -> dict[str, Any]:
+    if usage is None:
+        return {}
+    attrs = {}
+    prompt = field(usage, "prompt_tokens")
+    completion = field(usage, "completion_tokens")
+    if isinstance(prompt, int):
+        attrs[sc.USAGE_INPUT_TOKENS] = prompt
+    if isinstance(completion, int):
+        attrs[sc.USAGE_OUTPUT_TOKENS] = completion
+    return attrs

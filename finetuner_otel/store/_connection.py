@@ -1,0 +1,83 @@
+"""Short DuckDB connections that cooperate across threads and processes.
+
+DuckDB lets one process write a file, and a reader in another process blocks that writer; it has
+no lock wait of its own. So every connection here is opened for one short task and closed at once.
+Within a process, a lock per file serialises them (DuckDB also refuses a read-only and a
+read-write connection to one file in one process); across processes, a refused lock is retried
+until ``wait`` seconds have passed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from .._errors import StoreError, StoreLockedError
+
+# Never reach for the network: json, parquet and icu are built into the Python package.
+_CONFIG = {"autoinstall_known_extensions": False}
+_locks: dict[str, threading.RLock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.RLock:
+    key = str(path)
+    with _locks_guard:
+        lock = _locks.get(key)
+        if lock is None:
+            lock = _locks[key] = threading.RLock()
+        return lock
+
+
+def _is_lock_conflict(exc: duckdb.Error) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+@contextmanager
+def connect(
+    path: Path, *, read_only: bool, wait: float = 10.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to ``path`` for the duration of the ``with`` block."""
+    if read_only and not path.exists():
+        raise StoreError(
+            f"no store at {path}: nothing has been captured there yet. Run your app with "
+            f"finetuner_otel.instrument() (or check FINETUNER_DB / --db)."
+        )
+    lock = _lock_for(path)
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    with lock:
+        while True:
+            try:
+                con = _open(path, read_only)
+                break
+            except duckdb.IOException as exc:
+                if not _is_lock_conflict(exc):
+                    raise StoreError(f"cannot open the store {path}: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"the store {path} is held by another process (DuckDB allows one writer, "
+                        f"and readers block it). Retry, or stop the process that holds it: {exc}"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if read_only or path.exists():
+        return duckdb.connect(str(path), read_only=read_only, config=dict(_CONFIG))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=False, config=dict(_CONFIG))
+    os.chmod(path, 0o600)  # captured prompts are private: readable by their owner only
+    return con

@@ -1,0 +1,138 @@
+"""``Dataset``: the trainable examples of one dataset, split and exported."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigurationError
+from .._json import dumps
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: the input messages, the target completion, and the tools offered."""
+
+    id: str
+    dataset: str
+    messages: list[dict[str, Any]]
+    completion: dict[str, Any]
+    tools: list[dict[str, Any]] | None = None
+    model: str | None = None
+    created_at: datetime | None = field(default=None, compare=False)
+
+    def to_openai(self) -> dict[str, Any]:
+        """The example in OpenAI's chat fine-tuning format (one JSONL line)."""
+        record: dict[str, Any] = {"messages": [*self.messages, self.completion]}
+        if self.tools:
+            record["tools"] = self.tools
+        return record
+
+
+def load_examples(rows: Sequence[tuple[Any, ...]]) -> list[Example]:
+    def parsed(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    return [
+        Example(
+            id=row[0],
+            dataset=row[1],
+            messages=parsed(row[2]),
+            completion=parsed(row[3]),
+            tools=parsed(row[4]),
+            model=row[5],
+            created_at=row[6],
+        )
+        for row in rows
+    ]
+
+
+def _unit_interval(seed: int, example_id: str) -> float:
+    digest = hashlib.blake2b(f"{seed}:{example_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+class Dataset(Sequence[Example]):
+    """An ordered, read-only collection of examples, loaded from the store on first use.
+
+    The examples are read once and then kept, so ``len``, iteration, ``split`` and exports all
+    see the same snapshot.
+    """
+
+    def __init__(
+        self, name: str, examples: Callable[[], list[Example]] | Sequence[Example]
+    ) -> None:
+        self.name = name
+        self._loader = examples if callable(examples) else None
+        self._examples: list[Example] | None = None if callable(examples) else list(examples)
+
+    @property
+    def examples(self) -> list[Example]:
+        if self._examples is None:
+            assert self._loader is not None
+            self._examples = self._loader()
+        return self._examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.examples[index]
+
+    def __iter__(self) -> Iterator[Example]:
+        return iter(self.examples)
+
+    def __repr__(self) -> str:
+        size = f"{len(self._examples)} examples" if self._examples is not None else "not loaded"
+        return f"Dataset({self.name!r}, {size})"
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """Split into (train, validation), ``fraction`` of the examples going to train.
+
+        Membership comes from a hash of ``seed`` and each example's id, so a split is
+        deterministic, the two parts are disjoint and cover every example, and an example keeps
+        its side when the dataset grows. The sizes are therefore close to, not exactly,
+        ``fraction`` of the whole on small datasets.
+        """
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise ConfigurationError(
+                f"split() takes the train fraction as a number, got {fraction!r}; e.g. split(0.8)"
+            )
+        if not 0 < fraction < 1:
+            raise ConfigurationError(
+                f"split() fraction must be between 0 and 1 (exclusive), got {fraction!r}; "
+                f"e.g. split(0.8) keeps 80% for training"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigurationError(f"split() seed must be an integer, got {seed!r}")
+        train, val = [], []
+        for example in self.examples:
+            (train if _unit_interval(seed, example.id) < fraction else val).append(example)
+        return Dataset(f"{self.name}[train]", train), Dataset(f"{self.name}[val]", val)
+
+    def to_jsonl(self, path: str | os.PathLike[str]) -> Path:
+        """Write the examples in OpenAI's chat fine-tuning format, one per line.
+
+        The file appears whole or not at all (written beside, then renamed into place).
+        """
+        target = Path(path)
+        if target.is_dir():
+            raise ConfigurationError(f"{target} is a directory; give a file path like train.jsonl")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                for example in self.examples:
+                    fh.write(dumps(example.to_openai()) + "\n")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target

@@ -1,0 +1,167 @@
+"""``Store``: the DuckDB file of captured calls, read with short read-only connections."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import duckdb
+
+from .._errors import DatasetNotFoundError, StoreError, StoreLockedError
+from .._settings import Settings
+from ._connection import connect
+from ._dataset import Dataset, Example, load_examples
+from ._schema import applied_migrations, check_version
+from ._spool import ingest, pending_files
+
+
+class DatasetSummary(NamedTuple):
+    """One dataset in the store: ``examples`` are the calls usable for training."""
+
+    name: str
+    examples: int
+    calls: int
+    errors: int
+
+
+class SQLResult(Sequence[tuple[Any, ...]]):
+    """Rows of a query, with their column names. Iterates (and indexes) as tuples."""
+
+    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        self.columns = columns
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.rows[index]
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SQLResult):
+            return self.columns == other.columns and self.rows == other.rows
+        if isinstance(other, list):
+            return self.rows == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        head = ", ".join(self.columns)
+        shown = "\n".join(f"  {row!r}" for row in self.rows[:10])
+        more = f"\n  ... {len(self.rows) - 10} more" if len(self.rows) > 10 else ""
+        return f"SQLResult({head}; {len(self.rows)} rows)\n{shown}{more}"
+
+
+class Store:
+    """A finetuner DuckDB store. Reads first move any spooled calls in, when the file is free.
+
+    >>> store = Store("finetuner.duckdb")          # doctest: +SKIP
+    >>> store.list_datasets()                      # doctest: +SKIP
+    [DatasetSummary(name='search_classifier', examples=42, calls=45, errors=3)]
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        spool_dir: str | os.PathLike[str] | None = None,
+        wait: float = 10.0,
+    ) -> None:
+        self._settings = Settings.load(path, spool_dir=spool_dir)
+        self._wait = wait
+
+    @property
+    def path(self) -> Path:
+        return self._settings.db_path
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._settings.spool_dir
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def ingest(self, wait: float | None = None) -> int:
+        """Move spooled calls into the store now; returns the number of spool files ingested."""
+        return ingest(self.path, self.spool_dir, wait=self._wait if wait is None else wait)
+
+    def pending(self) -> int:
+        """Spool files not yet ingested."""
+        return len(pending_files(self.spool_dir))
+
+    def _refresh(self) -> None:
+        # Best effort: a store busy in another process is read as it is.
+        if pending_files(self.spool_dir):
+            try:
+                ingest(self.path, self.spool_dir, wait=0.5)
+            except StoreLockedError:
+                pass
+
+    def _query(self, sql: str, params: Sequence[Any] | None = None) -> SQLResult:
+        self._refresh()
+        with connect(self.path, read_only=True, wait=self._wait) as con:
+            pending = check_version(applied_migrations(con), self.path)
+            if pending:
+                raise StoreError(
+                    f"the store {self.path} needs {pending} schema migration(s); run "
+                    f"`Store(...).ingest()` or `finetuner ingest` once to upgrade it"
+                )
+            try:
+                cursor = con.execute(sql, list(params) if params is not None else None)
+            except duckdb.InvalidInputException as exc:
+                if "read-only" in str(exc) or "read only" in str(exc):
+                    raise StoreError(
+                        f"store.sql() is read-only, and this statement would write: {exc}. "
+                        f"Record feedback through the Dataset API instead."
+                    ) from exc
+                raise StoreError(f"SQL error: {exc}") from exc
+            except duckdb.Error as exc:
+                raise StoreError(f"SQL error: {exc}") from exc
+            columns = [d[0] for d in cursor.description or ()]
+            return SQLResult(columns, cursor.fetchall())
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> SQLResult:
+        """Run read-only DuckDB SQL over the store (tables ``calls``, views ``examples`` and
+        ``datasets``). Use ``?`` placeholders with ``params`` for values."""
+        if not isinstance(query, str) or not query.strip():
+            raise StoreError("store.sql() needs a SQL statement, e.g. 'SELECT * FROM datasets'")
+        return self._query(query, params)
+
+    def list_datasets(self) -> list[DatasetSummary]:
+        """Every dataset with its counts of trainable examples, calls and failed calls."""
+        if not self.path.exists() and not pending_files(self.spool_dir):
+            return []
+        result = self._query(
+            "SELECT name, examples, calls, errors FROM datasets ORDER BY name"
+        )
+        return [DatasetSummary(*row) for row in result]
+
+    def get_dataset(self, name: str) -> Dataset:
+        """The trainable examples of dataset ``name``; DatasetNotFoundError if it has no calls."""
+        names = [d.name for d in self.list_datasets()]
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            known = ", ".join(map(repr, names)) or "none yet"
+            raise DatasetNotFoundError(
+                f"no dataset named {name!r} in {self.path} (datasets: {known}).{hint}"
+            )
+        return Dataset(name, lambda: self._examples(name))
+
+    def _examples(self, name: str) -> list[Example]:
+        result = self._query(
+            "SELECT id, dataset, messages, completion, tools, request_model, started_at "
+            "FROM calls WHERE dataset = ? AND trainable ORDER BY started_at, id",
+            [name],
+        )
+        return load_examples(result.rows)

@@ -1,0 +1,335 @@
+"""The server behind ``finetuner_otel.testing``: stdlib HTTP, the OpenAI chat wire format."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    import openai
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call the scripted assistant makes; ``arguments`` is the JSON text it sends."""
+
+    name: str
+    arguments: str = "{}"
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful completion. ``content`` may be a list to give each of ``n`` choices its own."""
+
+    content: str | list[str] | None = "OK"
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
+    model: str | None = None  # default: the requested model
+    prompt_tokens: int | None = None  # default: a word count of the request
+    completion_tokens: int | None = None
+    chunk_size: int = 4  # characters of content per streamed chunk
+    stream_cut_after: int | None = None  # streams: drop the connection after this many chunks
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """An API error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    status: int
+    message: str = "error"
+    type: str | None = None
+    code: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """An HTTP response sent exactly as given (e.g. a recorded body of the real API)."""
+
+    status: int
+    body: str | bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+AnyReply = Union[Reply, ErrorReply, RawReply]
+Responder = Callable[["RecordedRequest"], AnyReply]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+def echo_responder(request: RecordedRequest) -> AnyReply:
+    """The default: answer with the last user message's text."""
+    messages = (request.json or {}).get("messages") or []
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return Reply(f"You said: {content}")
+    return Reply("Hello!")
+
+
+def _words(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(_words(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_words(v) for k, v in value.items() if k in ("content", "text", "arguments"))
+    return 0
+
+
+class OpenAIServer:
+    """An OpenAI-compatible HTTP server on 127.0.0.1 (a free port unless ``port`` is given)."""
+
+    def __init__(
+        self, responder: Responder | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.responder: Responder = responder or echo_responder
+        self.requests: list[RecordedRequest] = []
+        self._queue: deque[AnyReply] = deque()
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL to give the SDK, ending in ``/v1``."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def start(self) -> OpenAIServer:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, name="finetuner-openai-server", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def enqueue(self, *replies: AnyReply) -> None:
+        """Answer the next requests with these replies, in order, before the responder."""
+        with self._lock:
+            self._queue.extend(replies)
+
+    def client(self, **kwargs: Any) -> openai.OpenAI:
+        import openai
+
+        kwargs.setdefault("api_key", "sk-test-not-a-real-key")
+        return openai.OpenAI(base_url=self.url, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        import openai
+
+        kwargs.setdefault("api_key", "sk-test-not-a-real-key")
+        return openai.AsyncOpenAI(base_url=self.url, **kwargs)
+
+    def _next_reply(self, request: RecordedRequest) -> AnyReply:
+        with self._lock:
+            self.requests.append(request)
+            if self._queue:
+                return self._queue.popleft()
+        return self.responder(request)
+
+
+def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            request = RecordedRequest(
+                "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
+            )
+            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+                self._send_json(404, _error_body(f"Unknown path {self.path}", "invalid_request_error"))
+                return
+            try:
+                payload = request.json
+            except ValueError:
+                self._send_json(400, _error_body("We could not parse the JSON body of your request.",
+                                                 "invalid_request_error"))
+                return
+            reply = server._next_reply(request)
+            if isinstance(reply, RawReply):
+                self._send(reply.status, reply.body, dict(reply.headers))
+            elif isinstance(reply, ErrorReply):
+                body_json = _error_body(reply.message, reply.type, reply.code)
+                self._send_json(reply.status, body_json, dict(reply.headers))
+            elif payload.get("stream"):
+                self._send_stream(payload, reply)
+            else:
+                self._send_json(200, _completion(payload, reply))
+
+        def _send(self, status: int, body: str | bytes, headers: dict[str, str]) -> None:
+            data = body.encode() if isinstance(body, str) else body
+            self.send_response(status)
+            headers.setdefault("content-type", "application/json")
+            for key, value in headers.items():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(key, value)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+            headers = headers or {}
+            headers.setdefault("x-request-id", f"req_{next(_ids):016x}")
+            self._send(status, json.dumps(obj), headers)
+
+        def _send_stream(self, payload: dict[str, Any], reply: Reply) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream; charset=utf-8")
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("x-request-id", f"req_{next(_ids):016x}")
+            self.end_headers()
+            for count, chunk in enumerate(_chunks(payload, reply)):
+                if reply.stream_cut_after is not None and count >= reply.stream_cut_after:
+                    self.close_connection = True
+                    self.wfile.flush()
+                    return  # no terminating chunk: the client sees the connection break
+                data = f"data: {chunk}\n\n".encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+
+    return Handler
+
+
+def _error_body(message: str, type_: str | None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _contents(payload: Mapping[str, Any], reply: Reply) -> list[str | None]:
+    n = payload.get("n") or 1
+    if isinstance(reply.content, list):
+        return [reply.content[i % len(reply.content)] for i in range(n)]
+    return [reply.content] * n
+
+
+def _tool_calls(reply: Reply) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": call.id or f"call_{next(_ids):024x}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for call in reply.tool_calls
+    ]
+
+
+def _usage(payload: Mapping[str, Any], reply: Reply, contents: list[str | None]) -> dict[str, Any]:
+    prompt = reply.prompt_tokens
+    if prompt is None:
+        prompt = _words(payload.get("messages") or [])
+    completion = reply.completion_tokens
+    if completion is None:
+        completion = sum(_words(c or "") for c in contents) + sum(
+            _words(c.arguments) for c in reply.tool_calls
+        )
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def _finish(reply: Reply) -> str:
+    return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+
+
+def _completion(payload: Mapping[str, Any], reply: Reply) -> dict[str, Any]:
+    contents = _contents(payload, reply)
+    tool_calls = _tool_calls(reply)
+    choices = []
+    for index, content in enumerate(contents):
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        choices.append(
+            {"index": index, "message": message, "logprobs": None, "finish_reason": _finish(reply)}
+        )
+    return {
+        "id": f"chatcmpl-{next(_ids):024x}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": reply.model or payload.get("model"),
+        "choices": choices,
+        "usage": _usage(payload, reply, contents),
+        "system_fingerprint": "fp_finetuner_test",
+    }
+
+
+def _chunks(payload: Mapping[str, Any], reply: Reply) -> Iterator[str]:
+    """The SSE data lines of a streamed completion, as the real API orders them."""
+    contents = _contents(payload, reply)
+    tool_calls = _tool_calls(reply)
+    base = {
+        "id": f"chatcmpl-{next(_ids):024x}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": reply.model or payload.get("model"),
+        "system_fingerprint": "fp_finetuner_test",
+    }
+    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
+        body = {**base, "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                     "finish_reason": finish}]}
+        if include_usage:
+            body["usage"] = None
+        return json.dumps(body)
+
+    for index, content in enumerate(contents):
+        first: dict[str, Any] = {"role": "assistant", "content": "" if content is not None else None,
+                                 "refusal": None}
+        yield chunk(index, first)
+        text = content or ""
+        for start in range(0, len(text), max(1, reply.chunk_size)):
+            yield chunk(index, {"content": text[start : start + reply.chunk_size]})
+        for position, call in enumerate(tool_calls):
+            head = {"index": position, "id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""}}
+            yield chunk(index, {"tool_calls": [head]})
+            arguments = call["function"]["arguments"]
+            for start in range(0, len(arguments), max(1, reply.chunk_size)):
+                piece = {"index": position,
+                         "function": {"arguments": arguments[start : start + reply.chunk_size]}}
+                yield chunk(index, {"tool_calls": [piece]})
+        yield chunk(index, {}, _finish(reply))
+    if include_usage:
+        yield json.dumps({**base, "choices": [], "usage": _usage(payload, reply, contents)})
+    yield "[DONE]"
