@@ -31,7 +31,7 @@ def current_dataset() -> str | None:
 class dataset:  # noqa: N801 - used like a function: ``with dataset("x")``
     """Tag every LLM call made inside this scope with a dataset name.
 
-    Works as a context manager and as a decorator of plain and ``async`` functions. Scopes nest:
+    Works as a context manager (``with`` or ``async with``) and as a decorator of plain and ``async`` functions. Scopes nest:
     the innermost wins; a ``dataset_name=`` keyword on the call itself wins over any scope.
     """
 
@@ -53,6 +53,17 @@ class dataset:  # noqa: N801 - used like a function: ``with dataset("x")``
         tb: TracebackType | None,
     ) -> None:
         context.detach(self._tokens.pop())  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> dataset:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: _F) -> _F:
         name = self.name

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import finetuner_otel
+from finetuner_otel.testing import OpenAIServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's own settings or writes into the checkout."""
+    for name in list(os.environ):
+        if name.startswith(("FINETUNER_", "OPENAI_", "OTEL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIServer]:
+    with OpenAIServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "store" / "finetuner.duckdb"
+
+
+@pytest.fixture
+def capture(db: Path) -> Iterator[finetuner_otel.Instrumentation]:
+    """instrument() into a fresh store; shut down (and the SDK restored) afterwards."""
+    handle = finetuner_otel.instrument(db)
+    try:
+        yield handle
+    finally:
+        handle.shutdown()
+
+
+def rows(handle: finetuner_otel.Instrumentation, where: str = "true") -> list[dict[str, Any]]:
+    """Every stored call (JSON columns decoded), oldest first, after a flush."""
+    assert handle.flush()
+    result = handle.open_store().sql(f"SELECT * FROM calls WHERE {where} ORDER BY started_at, id")
+    out = []
+    for row in result.dicts():
+        for key in ("messages", "completion", "tools", "input_messages", "output_messages",
+                    "request_options", "attributes", "tool_definitions", "system_instructions"):
+            if isinstance(row.get(key), str):
+                row[key] = json.loads(row[key])
+        out.append(row)
+    return out

@@ -1,0 +1,172 @@
+"""The user's call behaves exactly as without us: same results, same errors, whatever fails inside
+the instrumentation."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+import finetuner_otel
+from finetuner_otel.instrumentation import _content
+from finetuner_otel.testing import ErrorReply, OpenAIServer, Reply
+
+from .conftest import rows
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def _call(client: openai.OpenAI, **kwargs):
+    return client.chat.completions.create(model="m", messages=MESSAGES, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [(400, openai.BadRequestError), (429, openai.RateLimitError),
+     (500, openai.InternalServerError)],
+)
+def test_http_errors_raise_exactly_as_without_us(
+    db, server: OpenAIServer, status: int, error_class: type[Exception]
+) -> None:
+    client = server.client(max_retries=0)
+    reply = ErrorReply(status, f"scripted {status}", type="invalid_request_error", code="c")
+    server.enqueue(reply)
+    with pytest.raises(error_class) as bare:
+        _call(client)
+    with finetuner_otel.instrument(db) as handle:
+        server.enqueue(reply)
+        with pytest.raises(error_class) as ours:
+            _call(client)
+        [row] = rows(handle)
+    assert type(ours.value) is type(bare.value)
+    assert str(ours.value) == str(bare.value)
+    assert ours.value.status_code == status
+    assert row["status"] == "error"
+    assert row["error_type"] == error_class.__qualname__
+    assert row["attributes"]["http.response.status_code"] == status
+    assert f"scripted {status}" in row["error_message"]
+    assert row["trainable"] is False
+
+
+def test_connection_error_propagates_and_is_recorded(capture) -> None:
+    client = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.APIConnectionError):
+        _call(client)
+    [row] = rows(capture)
+    assert row["status"] == "error" and row["error_type"] == "APIConnectionError"
+
+
+def test_failing_request_capture_leaves_the_call_untouched(
+    capture, db, server: OpenAIServer, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(_content, "request_attributes", broken)
+    monkeypatch.setattr("finetuner_otel.instrumentation._call.request_attributes", broken)
+    result = _call(server.client(), dataset_name="x")
+    assert result.choices[0].message.content == "You said: hi"
+    assert "dataset_name" not in server.requests[-1].json
+    assert "internal error in the request capture" in caplog.text
+    assert capture.flush()
+    assert not db.exists()  # nothing half-recorded
+
+
+def test_failing_response_capture_ends_the_span_as_untrainable(
+    capture, server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr("finetuner_otel.instrumentation._call.response_attributes", broken)
+    result = _call(server.client())
+    assert result.choices[0].message.content == "You said: hi"
+    [row] = rows(capture)
+    assert row["trainable"] is False and "capture failed" in row["untrainable_reason"]
+
+
+def test_failing_stream_capture_keeps_the_stream_whole(
+    capture, server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self, chunk):
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr("finetuner_otel.instrumentation._buffers.ChatStreamBuffer.add", broken)
+    server.enqueue(Reply("every chunk still arrives", chunk_size=3))
+    stream = _call(server.client(), stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream) == "every chunk still arrives"
+    [row] = rows(capture)
+    assert row["trainable"] is False
+
+
+class _ExplodingProcessor(SpanProcessor):
+    def on_start(self, span, parent_context=None) -> None:
+        raise RuntimeError("a broken third-party span processor")
+
+
+def test_a_broken_span_processor_does_not_break_the_call(db, server: OpenAIServer) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(_ExplodingProcessor())
+    with finetuner_otel.instrument(db, tracer_provider=provider):
+        result = _call(server.client())
+    assert result.choices[0].message.content == "You said: hi"
+    provider.shutdown()
+
+
+def test_results_are_identical_to_the_bare_sdk(db, server: OpenAIServer) -> None:
+    reply = Reply("same", prompt_tokens=3, completion_tokens=1, model="fixed")
+    client = server.client()
+    server.enqueue(reply, reply)
+    bare = _call(client).model_dump(exclude={"id", "created"})
+    bare_stream = [c.model_dump(exclude={"id", "created"}) for c in _call(client, stream=True)]
+    with finetuner_otel.instrument(db):
+        server.enqueue(reply, reply)
+        ours = _call(client).model_dump(exclude={"id", "created"})
+        ours_stream = [c.model_dump(exclude={"id", "created"}) for c in _call(client, stream=True)]
+    assert ours == bare
+    assert ours_stream == bare_stream
+
+
+def test_instrument_is_idempotent_and_uninstrument_restores_the_sdk(db) -> None:
+    original = openai.resources.chat.completions.Completions.create
+    original_async = openai.resources.chat.completions.AsyncCompletions.create
+    first = finetuner_otel.instrument(db)
+    assert finetuner_otel.instrument(db) is first
+    assert openai.resources.chat.completions.Completions.create is not original
+    finetuner_otel.uninstrument()
+    assert openai.resources.chat.completions.Completions.create is original
+    assert openai.resources.chat.completions.AsyncCompletions.create is original_async
+    again = finetuner_otel.instrument(db)
+    assert again is not first
+    again.shutdown()
+    assert openai.resources.chat.completions.Completions.create is original
+
+
+def test_adds_to_an_existing_sdk_provider(db, server: OpenAIServer) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with finetuner_otel.instrument(db, tracer_provider=provider) as handle:
+        assert handle.tracer_provider is provider
+        _call(server.client(), dataset_name="shared")
+        [row] = rows(handle)
+    [span] = memory.get_finished_spans()  # the app's own exporter sees our span too
+    assert span.name == "chat m"
+    assert span.attributes["finetuner.dataset"] == "shared"
+    assert row["span_id"] == format(span.context.span_id, "016x")
+    provider.shutdown()
+
+
+def test_suppressed_instrumentation_records_nothing(capture, db, server: OpenAIServer) -> None:
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with suppress_instrumentation():
+        result = _call(server.client(), dataset_name="hidden")
+    assert result.choices
+    assert "dataset_name" not in server.requests[-1].json
+    assert capture.flush()
+    assert not db.exists()
