@@ -77,6 +77,17 @@ class RecordedRequest:
         return json.loads(self.body) if self.body else None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client closing its keep-alive connection is not an error
+        super().handle_error(request, client_address)
+
+
 def echo_responder(request: RecordedRequest) -> AnyReply:
     """The default: answer with the last user message's text."""
     messages = (request.json or {}).get("messages") or []
@@ -109,8 +120,7 @@ class OpenAIServer:
         self.requests: list[RecordedRequest] = []
         self._queue: deque[AnyReply] = deque()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer((host, port), _make_handler(self))
         self._thread: threading.Thread | None = None
 
     @property

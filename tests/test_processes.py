@@ -1,0 +1,105 @@
+"""Whole processes: the zero-code launcher, concurrent writers and a reader, SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from finetuner_otel import Store
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _env(db: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINETUNER_", "OTEL_"))}
+    env.update(FINETUNER_DB=str(db), PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+def test_opentelemetry_instrument_fills_the_store(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from finetuner_otel.testing import OpenAIServer\n"
+        "with OpenAIServer() as server:\n"
+        "    client = server.client()\n"
+        "    for i in range(3):\n"
+        "        client.chat.completions.create(model='gpt-4o-mini',\n"
+        "            messages=[{'role': 'user', 'content': f'hello {i}'}], dataset_name='launcher')\n"
+    )
+    db = tmp_path / "launcher.duckdb"
+    launcher = Path(sys.executable).with_name("opentelemetry-instrument")
+    done = subprocess.run(
+        [str(launcher), "--traces_exporter", "finetuner_duckdb", sys.executable, str(app)],
+        env=_env(db), cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    result = Store(db).sql("SELECT dataset, messages->>'$[0].content' FROM calls ORDER BY 2")
+    assert result.rows == [("launcher", f"hello {i}") for i in range(3)]
+
+
+def test_four_writers_and_a_reader_lose_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "shared.duckdb"
+    env = _env(db, FINETUNER_INGEST_INTERVAL="0.2")
+    writers = [
+        subprocess.Popen([sys.executable, "-m", "tests._worker", "write", "250", f"w{n}"],
+                         env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        for n in range(4)
+    ]
+    reads = 0
+    while any(w.poll() is None for w in writers):
+        if db.exists():  # a reader holding the file blocks every ingest while it reads
+            try:
+                con = duckdb.connect(str(db), read_only=True)
+            except duckdb.IOException:
+                continue  # a writer is ingesting right now
+            try:
+                con.execute("SELECT count(*) FROM calls").fetchall()
+                reads += 1
+                time.sleep(0.3)
+            finally:
+                con.close()
+        time.sleep(0.05)
+    for w in writers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+    store = Store(db)
+    store.ingest()
+    assert reads > 0
+    assert store.pending() == 0
+    assert store.sql("SELECT dataset, count(*), count(DISTINCT id) FROM calls GROUP BY 1 "
+                     "ORDER BY 1").rows == [(f"w{n}", 250, 250) for n in range(4)]
+
+
+def test_sigkill_after_force_flush_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "killed.duckdb"
+    duckdb.connect(str(db)).close()  # an empty store that this test can hold
+    holder = duckdb.connect(str(db), read_only=True)
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests._worker", "flush_then_wait", "25"],
+        env=_env(db, FINETUNER_INGEST_INTERVAL="3600"), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as worker:
+        try:
+            assert worker.stdout is not None and worker.stderr is not None
+            line = worker.stdout.readline()
+            assert line.strip() == "flushed", worker.stderr.read()
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+            holder.close()
+    store = Store(db)
+    assert store.pending() >= 1  # the spans waited in the spool
+    store.ingest()
+    assert store.sql("SELECT count(*) FROM calls WHERE dataset = 'killed'").rows == [(25,)]
