@@ -21,6 +21,7 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check finetuner_otel exporters tests examples
 	$(BIN)/mypy
+	$(BIN)/mypy --strict exporters
 
 bench: $(BIN)/.installed
 	$(BIN)/python tests/benchmarks/run.py

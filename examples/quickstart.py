@@ -56,7 +56,10 @@ def main() -> None:
         for query in queries[:5]:  # tag a call with the dataset_name keyword...
             client.chat.completions.create(
                 model="gpt-4o-mini",
-                messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": query}],
+                messages=[
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": query},
+                ],
                 temperature=0,
                 dataset_name="search_classifier",
             )
@@ -64,8 +67,10 @@ def main() -> None:
             for query in queries[5:]:
                 stream = client.chat.completions.create(
                     model="gpt-4o-mini",
-                    messages=[{"role": "system", "content": SYSTEM},
-                              {"role": "user", "content": query}],
+                    messages=[
+                        {"role": "system", "content": SYSTEM},
+                        {"role": "user", "content": query},
+                    ],
                     temperature=0,
                     stream=True,
                 )

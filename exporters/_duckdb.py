@@ -55,7 +55,9 @@ class DuckDBSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
-            logger.warning("finetuner-otel: export() after shutdown(); %d spans dropped", len(spans))
+            logger.warning(
+                "finetuner-otel: export() after shutdown(); %d spans dropped", len(spans)
+            )
             return SpanExportResult.FAILURE
         rows = []
         for span in spans:
@@ -72,7 +74,9 @@ class DuckDBSpanExporter(SpanExporter):
         except Exception:
             self._spans_dropped += len(rows)
             logger.exception(
-                "finetuner-otel: could not spool %d spans to %s", len(rows), self._settings.spool_dir
+                "finetuner-otel: could not spool %d spans to %s",
+                len(rows),
+                self._settings.spool_dir,
             )
             return SpanExportResult.FAILURE
         if time.monotonic() - self._last_ingest >= self._settings.ingest_interval:

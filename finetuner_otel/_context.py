@@ -28,11 +28,12 @@ def current_dataset() -> str | None:
     return value if isinstance(value, str) else None
 
 
-class dataset:  # noqa: N801 - used like a function: ``with dataset("x")``
+class dataset:
     """Tag every LLM call made inside this scope with a dataset name.
 
-    Works as a context manager (``with`` or ``async with``) and as a decorator of plain and ``async`` functions. Scopes nest:
-    the innermost wins; a ``dataset_name=`` keyword on the call itself wins over any scope.
+    Works as a context manager (``with`` or ``async with``) and as a decorator of plain and
+    ``async`` functions. Scopes nest: the innermost wins; a ``dataset_name=`` keyword on the call
+    itself wins over any scope.
     """
 
     __slots__ = ("_tokens", "name")

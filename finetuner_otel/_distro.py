@@ -22,7 +22,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
 
-class FinetunerConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
+class FinetunerConfigurator(_OTelSDKConfigurator):
     """The SDK's own configurator: providers and exporters from the ``OTEL_*`` settings."""
 
 

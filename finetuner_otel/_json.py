@@ -17,8 +17,10 @@ def _fallback(value: Any) -> Any:
         return list(value)
     if isinstance(value, type):  # e.g. response_format=MyPydanticModel
         schema = getattr(value, "model_json_schema", None)
-        return {"type": "json_schema", "name": value.__name__, "schema": schema()} if schema else (
-            value.__qualname__
+        return (
+            {"type": "json_schema", "name": value.__name__, "schema": schema()}
+            if schema
+            else (value.__qualname__)
         )
     return repr(value)
 

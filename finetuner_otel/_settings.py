@@ -1,13 +1,13 @@
 """Settings, read once from arguments and the environment.
 
-=========================  ===============================  ======================================
-variable                   default                          meaning
-=========================  ===============================  ======================================
-``FINETUNER_DB``           ``./finetuner.duckdb``           the DuckDB store
-``FINETUNER_SPOOL_DIR``    ``<FINETUNER_DB>.spool``         where exporters spool spans before ingest
-``FINETUNER_DATASET``      ``default``                      dataset of calls not tagged otherwise
-``FINETUNER_INGEST_INTERVAL``  ``1.0``                      seconds between background ingests
-=========================  ===============================  ======================================
+=============================  ========================  ======================================
+variable                       default                   meaning
+=============================  ========================  ======================================
+``FINETUNER_DB``               ``./finetuner.duckdb``    the DuckDB store
+``FINETUNER_SPOOL_DIR``        ``<FINETUNER_DB>.spool``  where spans wait for ingest
+``FINETUNER_DATASET``          ``default``               dataset of calls not tagged otherwise
+``FINETUNER_INGEST_INTERVAL``  ``1.0``                   seconds between background ingests
+=============================  ========================  ======================================
 """
 
 from __future__ import annotations

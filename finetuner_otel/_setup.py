@@ -56,7 +56,7 @@ class GenAISpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         if self._active:
             self._active = False
-            self._batch.shutdown()
+            self._batch.shutdown()  # type: ignore[no-untyped-call]
 
 
 class Instrumentation:

@@ -50,8 +50,17 @@ def rows(handle: finetuner_otel.Instrumentation, where: str = "true") -> list[di
     result = handle.open_store().sql(f"SELECT * FROM calls WHERE {where} ORDER BY started_at, id")
     out = []
     for row in result.dicts():
-        for key in ("messages", "completion", "tools", "input_messages", "output_messages",
-                    "request_options", "attributes", "tool_definitions", "system_instructions"):
+        for key in (
+            "messages",
+            "completion",
+            "tools",
+            "input_messages",
+            "output_messages",
+            "request_options",
+            "attributes",
+            "tool_definitions",
+            "system_instructions",
+        ):
             if isinstance(row.get(key), str):
                 row[key] = json.loads(row[key])
         out.append(row)

@@ -43,11 +43,15 @@ def test_sync_call_stores_exact_example(capture, server: OpenAIServer) -> None:
     assert row["attributes"]["server.address"] == "127.0.0.1"
     assert row["attributes"]["gen_ai.request.temperature"] == 0
     assert row["input_messages"][1] == {
-        "role": "user", "parts": [{"type": "text", "content": "cheap flights to lisbon ✈️"}]
+        "role": "user",
+        "parts": [{"type": "text", "content": "cheap flights to lisbon ✈️"}],
     }
     assert row["output_messages"] == [
-        {"role": "assistant", "parts": [{"type": "text", "content": "travel"}],
-         "finish_reason": "stop"}
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "travel"}],
+            "finish_reason": "stop",
+        }
     ]
 
 
@@ -66,10 +70,14 @@ def test_async_call(capture, server: OpenAIServer) -> None:
 
 @pytest.mark.parametrize("include_usage", [True, False])
 def test_sync_stream_to_the_end(capture, server: OpenAIServer, include_usage: bool) -> None:
-    server.enqueue(Reply("a streamed answer, in pieces", chunk_size=3, prompt_tokens=9,
-                         completion_tokens=5))
+    server.enqueue(
+        Reply("a streamed answer, in pieces", chunk_size=3, prompt_tokens=9, completion_tokens=5)
+    )
     stream = server.client().chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True, dataset_name="s",
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
+        dataset_name="s",
         **({"stream_options": {"include_usage": True}} if include_usage else {}),
     )
     assert isinstance(stream, openai.Stream)
@@ -163,34 +171,66 @@ def test_stream_connection_dropped_mid_way(capture, server: OpenAIServer) -> Non
 
 
 def test_tool_calls_round_trip(capture, server: OpenAIServer) -> None:
-    tools = [{"type": "function", "function": {
-        "name": "get_weather", "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     history = [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
-         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "18C, sunny"},
     ]
     server.enqueue(Reply(None, tool_calls=[ToolCall("get_weather", '{"city":  "Lyon"}', "call_2")]))
     server.client().chat.completions.create(
         model="m", messages=history, tools=tools, tool_choice="auto", dataset_name="tools"
     )
-    server.enqueue(Reply(None, tool_calls=[ToolCall("get_weather", '{"city": "Nice"}', "call_3")],
-                         chunk_size=5))
-    list(server.client().chat.completions.create(
-        model="m", messages=history, tools=tools, stream=True, dataset_name="tools"
-    ))
+    server.enqueue(
+        Reply(
+            None, tool_calls=[ToolCall("get_weather", '{"city": "Nice"}', "call_3")], chunk_size=5
+        )
+    )
+    list(
+        server.client().chat.completions.create(
+            model="m", messages=history, tools=tools, stream=True, dataset_name="tools"
+        )
+    )
     plain, streamed = rows(capture)
-    expected_history = [history[0], {k: v for k, v in history[1].items() if k != "content"},
-                        history[2]]
+    expected_history = [
+        history[0],
+        {k: v for k, v in history[1].items() if k != "content"},
+        history[2],
+    ]
     for row in (plain, streamed):
         assert row["tools"] == tools
         assert row["messages"] == expected_history
         assert row["trainable"]
         assert row["finish_reasons"] == ["tool_calls"]
-    assert plain["completion"] == {"role": "assistant", "tool_calls": [{"id": "call_2",
-        "type": "function", "function": {"name": "get_weather", "arguments": '{"city":  "Lyon"}'}}]}
+    assert plain["completion"] == {
+        "role": "assistant",
+        "tool_calls": [
+            {
+                "id": "call_2",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":  "Lyon"}'},
+            }
+        ],
+    }
     assert streamed["completion"]["tool_calls"][0]["function"]["arguments"] == '{"city": "Nice"}'
     assert plain["request_options"] == {"tool_choice": "auto"}
     example = capture.open_store().get_dataset("tools")[0].to_openai()
@@ -221,4 +261,7 @@ def test_messages_from_a_generator_and_sdk_objects(capture, server: OpenAIServer
     sent = server.requests[-1].json["messages"]
     assert len(sent) == 4  # the SDK still received every message
     _, second = rows(capture)
-    assert second["messages"][2] == {"role": "assistant", "content": first.choices[0].message.content}
+    assert second["messages"][2] == {
+        "role": "assistant",
+        "content": first.choices[0].message.content,
+    }

@@ -22,8 +22,11 @@ def _call(client: openai.OpenAI, **kwargs):
 
 @pytest.mark.parametrize(
     ("status", "error_class"),
-    [(400, openai.BadRequestError), (429, openai.RateLimitError),
-     (500, openai.InternalServerError)],
+    [
+        (400, openai.BadRequestError),
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+    ],
 )
 def test_http_errors_raise_exactly_as_without_us(
     db, server: OpenAIServer, status: int, error_class: type[Exception]
@@ -57,7 +60,10 @@ def test_connection_error_propagates_and_is_recorded(capture) -> None:
 
 
 def test_failing_request_capture_leaves_the_call_untouched(
-    capture, db, server: OpenAIServer, monkeypatch: pytest.MonkeyPatch,
+    capture,
+    db,
+    server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     def broken(*args, **kwargs):

@@ -33,13 +33,18 @@ def test_opentelemetry_instrument_fills_the_store(tmp_path: Path) -> None:
         "    client = server.client()\n"
         "    for i in range(3):\n"
         "        client.chat.completions.create(model='gpt-4o-mini',\n"
-        "            messages=[{'role': 'user', 'content': f'hello {i}'}], dataset_name='launcher')\n"
+        "            messages=[{'role': 'user', 'content': f'hello {i}'}],\n"
+        "            dataset_name='launcher')\n"
     )
     db = tmp_path / "launcher.duckdb"
     launcher = Path(sys.executable).with_name("opentelemetry-instrument")
     done = subprocess.run(
         [str(launcher), "--traces_exporter", "finetuner_duckdb", sys.executable, str(app)],
-        env=_env(db), cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=_env(db),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
@@ -51,8 +56,13 @@ def test_four_writers_and_a_reader_lose_nothing(tmp_path: Path) -> None:
     db = tmp_path / "shared.duckdb"
     env = _env(db, FINETUNER_INGEST_INTERVAL="0.2")
     writers = [
-        subprocess.Popen([sys.executable, "-m", "tests._worker", "write", "250", f"w{n}"],
-                         env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "tests._worker", "write", "250", f"w{n}"],
+            env=env,
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in range(4)
     ]
     reads = 0
@@ -76,8 +86,9 @@ def test_four_writers_and_a_reader_lose_nothing(tmp_path: Path) -> None:
     store.ingest()
     assert reads > 0
     assert store.pending() == 0
-    assert store.sql("SELECT dataset, count(*), count(DISTINCT id) FROM calls GROUP BY 1 "
-                     "ORDER BY 1").rows == [(f"w{n}", 250, 250) for n in range(4)]
+    assert store.sql(
+        "SELECT dataset, count(*), count(DISTINCT id) FROM calls GROUP BY 1 ORDER BY 1"
+    ).rows == [(f"w{n}", 250, 250) for n in range(4)]
 
 
 def test_sigkill_after_force_flush_loses_nothing(tmp_path: Path) -> None:
@@ -86,8 +97,11 @@ def test_sigkill_after_force_flush_loses_nothing(tmp_path: Path) -> None:
     holder = duckdb.connect(str(db), read_only=True)
     with subprocess.Popen(
         [sys.executable, "-m", "tests._worker", "flush_then_wait", "25"],
-        env=_env(db, FINETUNER_INGEST_INTERVAL="3600"), cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_env(db, FINETUNER_INGEST_INTERVAL="3600"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as worker:
         try:
             assert worker.stdout is not None and worker.stderr is not None

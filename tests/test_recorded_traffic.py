@@ -43,9 +43,10 @@ def _sse_completion(body: str) -> dict[str, Any]:
             delta = choice["delta"]
             content += delta.get("content") or ""
             for call in delta.get("tool_calls") or []:
-                slot = tool_calls.setdefault(call["index"], {"id": None, "type": "function",
-                                                             "function": {"name": None,
-                                                                          "arguments": ""}})
+                slot = tool_calls.setdefault(
+                    call["index"],
+                    {"id": None, "type": "function", "function": {"name": None, "arguments": ""}},
+                )
                 slot["id"] = call.get("id") or slot["id"]
                 function = call.get("function") or {}
                 slot["function"]["name"] = function.get("name") or slot["function"]["name"]

@@ -32,13 +32,20 @@ def test_schema_from_blank(capture, db: Path, server: OpenAIServer) -> None:
     _capture_n(capture, server, 1)
     con = duckdb.connect(str(db), read_only=True)
     try:
-        columns = [r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'calls' "
-            "ORDER BY ordinal_position").fetchall()]
+        columns = [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'calls' "
+                "ORDER BY ordinal_position"
+            ).fetchall()
+        ]
         applied = [r[0] for r in con.execute(f"SELECT name FROM {MIGRATIONS_TABLE}").fetchall()]
-        views = {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'")
-            .fetchall()}
+        views = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'"
+            ).fetchall()
+        }
     finally:
         con.close()
     assert columns == [*INGEST_COLUMNS, "ingested_at"]
@@ -51,8 +58,10 @@ def test_store_written_by_a_newer_version_is_refused_untouched(db: Path) -> None
     assert not db.exists()
     db.parent.mkdir(parents=True)
     con = duckdb.connect(str(db))
-    con.execute(f"CREATE TABLE {MIGRATIONS_TABLE} (name VARCHAR PRIMARY KEY, applied_at "
-                "TIMESTAMPTZ DEFAULT current_timestamp)")
+    con.execute(
+        f"CREATE TABLE {MIGRATIONS_TABLE} (name VARCHAR PRIMARY KEY, applied_at "
+        "TIMESTAMPTZ DEFAULT current_timestamp)"
+    )
     con.execute(f"INSERT INTO {MIGRATIONS_TABLE} (name) VALUES ('0001_calls'), ('9999_future')")
     con.close()
     before = db.read_bytes()
@@ -67,7 +76,9 @@ def test_list_get_split_and_export(capture, server: OpenAIServer, tmp_path: Path
     store = finetuner_otel.open_store()
     summaries = store.list_datasets()
     assert [(d.name, d.examples, d.calls) for d in summaries] == [
-        ("other", 3, 3), ("search_classifier", 40, 40)]
+        ("other", 3, 3),
+        ("search_classifier", 40, 40),
+    ]
 
     ds = store.get_dataset("search_classifier")
     assert len(ds) == 40
@@ -85,8 +96,12 @@ def test_list_get_split_and_export(capture, server: OpenAIServer, tmp_path: Path
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(train)
     first = json.loads(lines[0])
-    assert first == {"messages": [{"role": "user", "content": train[0].messages[0]["content"]},
-                                  {"role": "assistant", "content": train[0].completion["content"]}]}
+    assert first == {
+        "messages": [
+            {"role": "user", "content": train[0].messages[0]["content"]},
+            {"role": "assistant", "content": train[0].completion["content"]},
+        ]
+    }
 
 
 def test_split_is_stable_as_the_dataset_grows(capture, server: OpenAIServer) -> None:
@@ -106,7 +121,9 @@ def test_split_rejects_bad_fractions(bad) -> None:
 
 def test_unknown_dataset_names_the_known_ones(capture, server: OpenAIServer) -> None:
     _capture_n(capture, server, 1, "search_classifier")
-    with pytest.raises(finetuner_otel.DatasetNotFoundError, match="Did you mean 'search_classifier'"):
+    with pytest.raises(
+        finetuner_otel.DatasetNotFoundError, match="Did you mean 'search_classifier'"
+    ):
         finetuner_otel.open_store().get_dataset("search_clasifier")
 
 
@@ -114,8 +131,11 @@ def test_sql_is_plain_duckdb_and_read_only(capture, server: OpenAIServer) -> Non
     _capture_n(capture, server, 3, "a")
     store = finetuner_otel.open_store()
     assert store.sql("SELECT dataset, count(*) FROM calls GROUP BY 1") == [("a", 3)]
-    result = store.sql("SELECT json_extract_string(example, '$.messages[1].content') AS answer "
-                       "FROM examples WHERE dataset = ? ORDER BY started_at", ["a"])
+    result = store.sql(
+        "SELECT json_extract_string(example, '$.messages[1].content') AS answer "
+        "FROM examples WHERE dataset = ? ORDER BY started_at",
+        ["a"],
+    )
     assert result.columns == ["answer"]
     assert [r[0] for r in result] == ["answer 0", "answer 1", "answer 2"]
     with pytest.raises(finetuner_otel.StoreError, match="read-only"):
@@ -142,8 +162,10 @@ def test_corrupt_spool_file_is_quarantined_and_the_rest_ingested(
     assert len(rows(capture)) == 2
     quarantined = list((spool / "quarantine").glob("*.jsonl"))
     assert [p.name for p in quarantined] == ["00000000000000000001-1-1-0.jsonl"]
-    assert "not valid JSON" in (spool / "quarantine" / "00000000000000000001-1-1-0.reason.txt") \
-        .read_text()
+    assert (
+        "not valid JSON"
+        in (spool / "quarantine" / "00000000000000000001-1-1-0.reason.txt").read_text()
+    )
     assert "could not be ingested" in caplog.text
 
 
@@ -181,8 +203,11 @@ def test_store_and_spool_are_private(capture, server: OpenAIServer, db: Path) ->
 
 def test_no_credentials_are_stored(capture, server: OpenAIServer, db: Path) -> None:
     client = server.client(api_key="sk-super-secret-123", default_headers={"X-Token": "tok-456"})
-    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
-                                   extra_headers={"Authorization": "Bearer sk-other-789"})
+    client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"Authorization": "Bearer sk-other-789"},
+    )
     assert capture.flush()
     data = db.read_bytes()
     for secret in (b"sk-super-secret-123", b"tok-456", b"sk-other-789"):

@@ -63,16 +63,19 @@ def test_scope_follows_asyncio_tasks_and_propagated_threads(capture, server: Ope
         async with server.async_client() as aclient:
             with finetuner_otel.dataset("tasks"):
                 await asyncio.gather(
-                    *(aclient.chat.completions.create(model="m", messages=MESSAGES)
-                      for _ in range(3))
+                    *(
+                        aclient.chat.completions.create(model="m", messages=MESSAGES)
+                        for _ in range(3)
+                    )
                 )
 
     asyncio.run(main())
     with finetuner_otel.dataset("thread"):
         ctx = contextvars.copy_context()
     worker = threading.Thread(
-        target=ctx.run, args=(client.chat.completions.create,), kwargs={"model": "m",
-                                                                         "messages": MESSAGES}
+        target=ctx.run,
+        args=(client.chat.completions.create,),
+        kwargs={"model": "m", "messages": MESSAGES},
     )
     worker.start()
     worker.join()
@@ -92,8 +95,9 @@ def test_invalid_names(capture, server: OpenAIServer, caplog: pytest.LogCaptureF
             finetuner_otel.dataset(bad)  # type: ignore[arg-type]
     # On the call itself a bad name never breaks the call: it is logged and the scope applies.
     with finetuner_otel.dataset("fallback"):
-        result = server.client().chat.completions.create(model="m", messages=MESSAGES,
-                                                         dataset_name=123)
+        result = server.client().chat.completions.create(
+            model="m", messages=MESSAGES, dataset_name=123
+        )
     assert result.choices[0].message.content
     assert _datasets(capture) == ["fallback"]
     assert "dataset_name must be a string" in caplog.text

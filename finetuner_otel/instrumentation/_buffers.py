@@ -34,7 +34,9 @@ class _ChoiceBuffer:
             self.refusal.append(refusal)
         for call in field(delta, "tool_calls") or ():
             index = field(call, "index")
-            slot = self.tool_calls.setdefault(index if isinstance(index, int) else 0, [None, None, []])
+            slot = self.tool_calls.setdefault(
+                index if isinstance(index, int) else 0, [None, None, []]
+            )
             call_id = field(call, "id")
             if call_id:
                 slot[0] = call_id

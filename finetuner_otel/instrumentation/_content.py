@@ -7,6 +7,7 @@ kept as the exact string the SDK sent or received, so a stored example is byte-f
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -36,9 +37,23 @@ _NUMERIC_PARAMS = {
 # Keywords that never describe the model's behaviour (transport) or may carry credentials.
 _NOT_OPTIONS = frozenset(
     {
-        "messages", "model", "tools", "stream", "stream_options", "extra_headers",
-        "extra_query", "extra_body", "timeout", "user", "metadata", "store",
-        *_NUMERIC_PARAMS, "max_tokens", "max_completion_tokens", "stop", "n",
+        "messages",
+        "model",
+        "tools",
+        "stream",
+        "stream_options",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+        "timeout",
+        "user",
+        "metadata",
+        "store",
+        *_NUMERIC_PARAMS,
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "n",
     }
 )
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<b64>;base64)?,", re.IGNORECASE)
@@ -52,6 +67,8 @@ def given(value: Any) -> bool:
 
 def field(obj: Any, key: str) -> Any:
     """``obj[key]`` for mappings, ``obj.key`` for SDK (pydantic) objects, None when absent."""
+    if type(obj) is dict:  # the common case, without the cost of an ABC check
+        return obj.get(key)
     if isinstance(obj, Mapping):
         return obj.get(key)
     return getattr(obj, key, None)
@@ -187,7 +204,7 @@ def tool_definitions(tools: Iterable[Any]) -> list[dict[str, Any]]:
     for tool in tools:
         kind = field(tool, "type")
         inner = field(tool, kind) if isinstance(kind, str) else None
-        if isinstance(inner, Mapping) or inner is not None and not isinstance(inner, str):
+        if isinstance(inner, Mapping) or (inner is not None and not isinstance(inner, str)):
             definition = {"type": kind}
             for key in ("name", "description", "parameters", "strict", "format"):
                 value = field(inner, key)
@@ -204,8 +221,15 @@ def _server(instance: Any) -> tuple[str | None, int | None]:
     base_url = getattr(client, "base_url", None)
     if base_url is None:
         return None, None
-    parts = urlsplit(str(base_url))
-    port = parts.port or (443 if parts.scheme == "https" else 80 if parts.scheme == "http" else None)
+    return _host_and_port(str(base_url))
+
+
+@functools.lru_cache(maxsize=64)
+def _host_and_port(base_url: str) -> tuple[str | None, int | None]:
+    parts = urlsplit(base_url)
+    port = parts.port or (
+        443 if parts.scheme == "https" else 80 if parts.scheme == "http" else None
+    )
     return parts.hostname, port
 
 
@@ -245,7 +269,7 @@ def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, An
     n = kwargs.get("n")
     if given(n) and isinstance(n, int) and n != 1:
         attrs[sc.REQUEST_CHOICE_COUNT] = n
-    stop = kwargs.get("stop")
+    stop: Any = kwargs.get("stop")
     if given(stop):
         attrs[sc.REQUEST_STOP_SEQUENCES] = (stop,) if isinstance(stop, str) else tuple(stop)
     response_format = kwargs.get("response_format")
@@ -253,10 +277,10 @@ def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, An
         kind = field(response_format, "type") if not isinstance(response_format, type) else None
         attrs[sc.OUTPUT_TYPE] = "text" if kind == "text" else "json"
 
-    messages = kwargs.get("messages")
+    messages: Any = kwargs.get("messages")
     if given(messages):
         attrs[sc.INPUT_MESSAGES] = dumps([input_message(m) for m in messages])
-    tools = kwargs.get("tools")
+    tools: Any = kwargs.get("tools")
     if given(tools):
         attrs[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(tools))
     options = {k: v for k, v in kwargs.items() if k not in _NOT_OPTIONS and given(v)}

@@ -12,11 +12,11 @@ from typing import Any
 
 import wrapt
 
-from ._call import ChatCall, log_internal_error
 from ._buffers import ChatStreamBuffer
+from ._call import ChatCall, log_internal_error
 
 
-class _StreamProxyBase(wrapt.ObjectProxy):  # type: ignore[misc]
+class _StreamProxyBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def __init__(self, stream: Any, call: ChatCall) -> None:
         super().__init__(stream)
         call.buffer = ChatStreamBuffer()

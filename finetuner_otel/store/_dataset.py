@@ -112,7 +112,8 @@ class Dataset(Sequence[Example]):
             )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigurationError(f"split() seed must be an integer, got {seed!r}")
-        train, val = [], []
+        train: list[Example] = []
+        val: list[Example] = []
         for example in self.examples:
             (train if _unit_interval(seed, example.id) < fraction else val).append(example)
         return Dataset(f"{self.name}[train]", train), Dataset(f"{self.name}[val]", val)

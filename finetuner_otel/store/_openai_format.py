@@ -128,9 +128,7 @@ def system_message(instructions: Any) -> dict[str, Any] | None:
     return {"role": "system", "content": "\n\n".join(texts)}
 
 
-def to_openai_chat(
-    input_messages: list[Any], system_instructions: Any
-) -> list[dict[str, Any]]:
+def to_openai_chat(input_messages: list[Any], system_instructions: Any) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     system = system_message(system_instructions)
     if system is not None:

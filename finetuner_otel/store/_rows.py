@@ -22,14 +22,27 @@ from ._openai_format import to_openai_chat, to_openai_messages, to_openai_tools
 # Attributes stored in columns of their own, and so left out of the ``attributes`` column.
 _COLUMN_ATTRIBUTES = frozenset(
     {
-        sc.OPERATION_NAME, sc.PROVIDER_NAME, sc.REQUEST_MODEL, sc.RESPONSE_MODEL,
-        sc.RESPONSE_ID, sc.RESPONSE_FINISH_REASONS, sc.USAGE_INPUT_TOKENS,
-        sc.USAGE_OUTPUT_TOKENS, sc.INPUT_MESSAGES, sc.OUTPUT_MESSAGES, sc.SYSTEM_INSTRUCTIONS,
-        sc.TOOL_DEFINITIONS, sc.DATASET, sc.REQUEST_OPTIONS, sc.ERROR_TYPE,
+        sc.OPERATION_NAME,
+        sc.PROVIDER_NAME,
+        sc.REQUEST_MODEL,
+        sc.RESPONSE_MODEL,
+        sc.RESPONSE_ID,
+        sc.RESPONSE_FINISH_REASONS,
+        sc.USAGE_INPUT_TOKENS,
+        sc.USAGE_OUTPUT_TOKENS,
+        sc.INPUT_MESSAGES,
+        sc.OUTPUT_MESSAGES,
+        sc.SYSTEM_INSTRUCTIONS,
+        sc.TOOL_DEFINITIONS,
+        sc.DATASET,
+        sc.REQUEST_OPTIONS,
+        sc.ERROR_TYPE,
     }
 )
-_CUT_OFF = {"length": "the completion was cut off at the token limit (finish_reason=length)",
-            "content_filter": "the completion was stopped by a content filter"}
+_CUT_OFF = {
+    "length": "the completion was cut off at the token limit (finish_reason=length)",
+    "content_filter": "the completion was stopped by a content filter",
+}
 
 
 def is_genai_span(span: ReadableSpan) -> bool:
@@ -87,9 +100,7 @@ def span_to_row(span: ReadableSpan) -> dict[str, Any]:
     tools = to_openai_tools(tool_definitions) if isinstance(tool_definitions, list) else None
     finish_reasons = attrs.get(sc.RESPONSE_FINISH_REASONS)
 
-    reason = _untrainable_reason(
-        status, attrs, messages, completion, list(finish_reasons or ())
-    )
+    reason = _untrainable_reason(status, attrs, messages, completion, list(finish_reasons or ()))
     start, end = span.start_time or 0, span.end_time or span.start_time or 0
     resource = span.resource.attributes if span.resource is not None else {}
     scope = span.instrumentation_scope

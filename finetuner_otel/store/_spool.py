@@ -157,7 +157,10 @@ def _quarantine(spool_dir: Path, file: Path) -> None:
     os.replace(file, target)
     target.with_suffix(".reason.txt").write_text(reason + "\n", encoding="utf-8")
     logger.error(
-        "finetuner-otel: spool file %s could not be ingested (%s); moved to %s", file, reason, target
+        "finetuner-otel: spool file %s could not be ingested (%s); moved to %s",
+        file,
+        reason,
+        target,
     )
 
 

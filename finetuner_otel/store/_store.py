@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from collections.abc import Iterator, Sequence
@@ -102,10 +103,8 @@ class Store:
     def _refresh(self) -> None:
         # Best effort: a store busy in another process is read as it is.
         if pending_files(self.spool_dir):
-            try:
+            with contextlib.suppress(StoreLockedError):
                 ingest(self.path, self.spool_dir, wait=0.5)
-            except StoreLockedError:
-                pass
 
     def _query(self, sql: str, params: Sequence[Any] | None = None) -> SQLResult:
         self._refresh()
@@ -141,9 +140,7 @@ class Store:
         """Every dataset with its counts of trainable examples, calls and failed calls."""
         if not self.path.exists() and not pending_files(self.spool_dir):
             return []
-        result = self._query(
-            "SELECT name, examples, calls, errors FROM datasets ORDER BY name"
-        )
+        result = self._query("SELECT name, examples, calls, errors FROM datasets ORDER BY name")
         return [DatasetSummary(*row) for row in result]
 
     def get_dataset(self, name: str) -> Dataset:

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import openai
@@ -61,7 +61,7 @@ class RawReply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-AnyReply = Union[Reply, ErrorReply, RawReply]
+AnyReply = Reply | ErrorReply | RawReply
 Responder = Callable[["RecordedRequest"], AnyReply]
 
 
@@ -122,6 +122,7 @@ class OpenAIServer:
         self._lock = threading.Lock()
         self._httpd = _QuietServer((host, port), _make_handler(self))
         self._thread: threading.Thread | None = None
+        self._clients: list[openai.OpenAI] = []
 
     @property
     def url(self) -> str:
@@ -138,6 +139,10 @@ class OpenAIServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving, and close the sync clients that ``client()`` made."""
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
@@ -159,9 +164,12 @@ class OpenAIServer:
         import openai
 
         kwargs.setdefault("api_key", "sk-test-not-a-real-key")
-        return openai.OpenAI(base_url=self.url, **kwargs)
+        client = openai.OpenAI(base_url=self.url, **kwargs)
+        self._clients.append(client)
+        return client
 
     def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        """An AsyncOpenAI client for this server; close it yourself (``async with``)."""
         import openai
 
         kwargs.setdefault("api_key", "sk-test-not-a-real-key")
@@ -189,13 +197,19 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
             )
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-                self._send_json(404, _error_body(f"Unknown path {self.path}", "invalid_request_error"))
+                self._send_json(
+                    404, _error_body(f"Unknown path {self.path}", "invalid_request_error")
+                )
                 return
             try:
                 payload = request.json
             except ValueError:
-                self._send_json(400, _error_body("We could not parse the JSON body of your request.",
-                                                 "invalid_request_error"))
+                self._send_json(
+                    400,
+                    _error_body(
+                        "We could not parse the JSON body of your request.", "invalid_request_error"
+                    ),
+                )
                 return
             reply = server._next_reply(request)
             if isinstance(reply, RawReply):
@@ -273,8 +287,11 @@ def _usage(payload: Mapping[str, Any], reply: Reply, contents: list[str | None])
         completion = sum(_words(c or "") for c in contents) + sum(
             _words(c.arguments) for c in reply.tool_calls
         )
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _finish(reply: Reply) -> str:
@@ -317,27 +334,40 @@ def _chunks(payload: Mapping[str, Any], reply: Reply) -> Iterator[str]:
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
-        body = {**base, "choices": [{"index": index, "delta": delta, "logprobs": None,
-                                     "finish_reason": finish}]}
+        body = {
+            **base,
+            "choices": [
+                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            ],
+        }
         if include_usage:
             body["usage"] = None
         return json.dumps(body)
 
     for index, content in enumerate(contents):
-        first: dict[str, Any] = {"role": "assistant", "content": "" if content is not None else None,
-                                 "refusal": None}
+        first: dict[str, Any] = {
+            "role": "assistant",
+            "content": "" if content is not None else None,
+            "refusal": None,
+        }
         yield chunk(index, first)
         text = content or ""
         for start in range(0, len(text), max(1, reply.chunk_size)):
             yield chunk(index, {"content": text[start : start + reply.chunk_size]})
         for position, call in enumerate(tool_calls):
-            head = {"index": position, "id": call["id"], "type": "function",
-                    "function": {"name": call["function"]["name"], "arguments": ""}}
+            head = {
+                "index": position,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
             yield chunk(index, {"tool_calls": [head]})
             arguments = call["function"]["arguments"]
             for start in range(0, len(arguments), max(1, reply.chunk_size)):
-                piece = {"index": position,
-                         "function": {"arguments": arguments[start : start + reply.chunk_size]}}
+                piece = {
+                    "index": position,
+                    "function": {"arguments": arguments[start : start + reply.chunk_size]},
+                }
                 yield chunk(index, {"tool_calls": [piece]})
         yield chunk(index, {}, _finish(reply))
     if include_usage:
