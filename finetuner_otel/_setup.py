@@ -36,7 +36,9 @@ class GenAISpanProcessor(SpanProcessor):
 
     def __init__(self, exporter: DuckDBSpanExporter) -> None:
         self.exporter = exporter
-        self._batch = BatchSpanProcessor(exporter)
+        # A deeper queue than the SDK's 2048: a dataset must not shrink in a burst of calls.
+        # Bounded all the same (a span with its content is a few KB).
+        self._batch = BatchSpanProcessor(exporter, max_queue_size=16384)
         self._active = True
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
