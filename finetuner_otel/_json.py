@@ -31,6 +31,3 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_
 def dumps(value: Any) -> str:
     """Encode ``value`` as compact JSON, turning SDK objects and bytes into plain JSON values."""
     return _ENCODER.encode(value)
-
-
-loads = json.loads

@@ -6,9 +6,7 @@ from typing import Any
 
 from .. import _semconv as sc
 from .._json import dumps
-from ._content import field, given, usage_attributes
-
-_FINISH_REASONS = {"tool_calls": "tool_call", "function_call": "tool_call"}
+from ._content import field, given, semconv_finish_reason, usage_attributes
 
 
 class _ChoiceBuffer:
@@ -63,7 +61,7 @@ class _ChoiceBuffer:
         return {
             "role": self.role or "assistant",
             "parts": parts,
-            "finish_reason": _FINISH_REASONS.get(reason, reason),
+            "finish_reason": semconv_finish_reason(reason),
         }
 
 

@@ -60,6 +60,11 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<b64>;base64)?,", re.IGNORECAS
 _FINISH_REASONS = {"tool_calls": "tool_call", "function_call": "tool_call"}
 
 
+def semconv_finish_reason(reason: str) -> str:
+    """OpenAI's finish reason in the semconv vocabulary (``tool_calls`` becomes ``tool_call``)."""
+    return _FINISH_REASONS.get(reason, reason)
+
+
 def given(value: Any) -> bool:
     """False for None and the SDK's NotGiven/Omit sentinels."""
     return value is not None and not isinstance(value, _SENTINELS)
@@ -297,7 +302,7 @@ def output_message(message: Any, finish_reason: Any) -> dict[str, Any]:
     out = input_message(message)
     out["role"] = out.get("role") or "assistant"
     reason = finish_reason if isinstance(finish_reason, str) else "error"
-    out["finish_reason"] = _FINISH_REASONS.get(reason, reason)
+    out["finish_reason"] = semconv_finish_reason(reason)
     return out
 
 
