@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -13,19 +14,26 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from finetuner_otel._errors import StoreError
 from finetuner_otel._settings import Settings
-from finetuner_otel.store._rows import is_genai_span, span_to_row
+from finetuner_otel.store._rows import is_genai_span, span_to_line
 from finetuner_otel.store._spool import ingest, write_spool
 
 logger = logging.getLogger("finetuner_otel.exporters")
+
+# Ingest as soon as this many spans wait in the spool, even before the interval is up: bulk loads
+# of a few thousand rows are DuckDB's efficient size, and a burst then streams into the store
+# while it is still being exported instead of piling up in the spool.
+INGEST_BATCH_SPANS = 4096
 
 
 class DuckDBSpanExporter(SpanExporter):
     """Exports GenAI spans (those with ``gen_ai.operation.name``) into a finetuner DuckDB store.
 
     Other spans are ignored. ``export`` writes each batch to a durable spool file (so a span is
-    safe once ``export`` or ``force_flush`` returns) and, at most every ``ingest_interval``
-    seconds, moves the spool into the store if no other process holds it. ``force_flush`` and
-    ``shutdown`` ingest whatever is left, waiting up to their timeout for the store.
+    safe once ``export`` or ``force_flush`` returns) and, every ``ingest_interval`` seconds or
+    as soon as ``INGEST_BATCH_SPANS`` spans wait, wakes a background thread that moves the spool
+    into the store if no other process holds it. Export never waits for the database, so a slow
+    or locked store cannot back up the span queue. ``force_flush`` and ``shutdown`` ingest
+    whatever is left, waiting up to their timeout for the store.
 
     With no arguments (as ``opentelemetry-instrument`` builds it) the settings come from
     ``FINETUNER_DB``, ``FINETUNER_SPOOL_DIR`` and ``FINETUNER_INGEST_INTERVAL``.
@@ -39,10 +47,30 @@ class DuckDBSpanExporter(SpanExporter):
         ingest_interval: float | None = None,
     ) -> None:
         self._settings = Settings.load(db, spool_dir=spool_dir, ingest_interval=ingest_interval)
-        self._lock = threading.Lock()
         self._last_ingest = time.monotonic()
+        self._spooled_since_ingest = 0
         self._shutdown = False
         self._spans_dropped = 0
+        self._init_threading()
+        self_ref = weakref.ref(self)
+
+        def after_fork_in_child() -> None:
+            exporter = self_ref()
+            if exporter is not None:
+                exporter._init_threading()
+
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=after_fork_in_child)
+
+    def _init_threading(self) -> None:
+        """Fresh locks and no ingest thread (also in a forked child, where the parent's thread
+        does not exist and its locks may have been held at the fork)."""
+        self._spool_lock = threading.Lock()
+        self._ingest_lock = threading.Lock()
+        self._wake = threading.Condition()
+        self._ingest_requested = False
+        self._stopping = False
+        self._ingester: threading.Thread | None = None
 
     @property
     def settings(self) -> Settings:
@@ -59,35 +87,62 @@ class DuckDBSpanExporter(SpanExporter):
                 "finetuner-otel: export() after shutdown(); %d spans dropped", len(spans)
             )
             return SpanExportResult.FAILURE
-        rows = []
+        lines = []
         for span in spans:
             if not is_genai_span(span):
                 continue
             try:
-                rows.append(span_to_row(span))
+                lines.append(span_to_line(span))
             except Exception:
                 self._spans_dropped += 1
                 logger.exception("finetuner-otel: could not convert span %s; skipped", span.name)
         try:
-            with self._lock:
-                write_spool(self._settings.spool_dir, rows)
+            with self._spool_lock:
+                write_spool(self._settings.spool_dir, lines)
         except Exception:
-            self._spans_dropped += len(rows)
+            self._spans_dropped += len(lines)
             logger.exception(
                 "finetuner-otel: could not spool %d spans to %s",
-                len(rows),
+                len(lines),
                 self._settings.spool_dir,
             )
             return SpanExportResult.FAILURE
-        if time.monotonic() - self._last_ingest >= self._settings.ingest_interval:
-            self._ingest(wait=0.0)
+        self._spooled_since_ingest += len(lines)
+        if (
+            self._spooled_since_ingest >= INGEST_BATCH_SPANS
+            or time.monotonic() - self._last_ingest >= self._settings.ingest_interval
+        ):
+            self._request_ingest()
         return SpanExportResult.SUCCESS
+
+    def _request_ingest(self) -> None:
+        self._last_ingest = time.monotonic()
+        self._spooled_since_ingest = 0
+        with self._wake:
+            self._ingest_requested = True
+            if self._ingester is None or not self._ingester.is_alive():
+                self._ingester = threading.Thread(
+                    target=self._ingest_loop, name="finetuner-otel-ingest", daemon=True
+                )
+                self._ingester.start()
+            self._wake.notify()
+
+    def _ingest_loop(self) -> None:
+        wake = self._wake
+        while True:
+            with wake:
+                while not self._ingest_requested and not self._stopping:
+                    wake.wait()
+                if self._stopping:
+                    return
+                self._ingest_requested = False
+            self._ingest(wait=0.0)
 
     def _ingest(self, wait: float) -> bool:
         """Move the spool into the store; False if the store stayed busy (the spool is kept)."""
-        self._last_ingest = time.monotonic()
         try:
-            ingest(self._settings.db_path, self._settings.spool_dir, wait=wait)
+            with self._ingest_lock:
+                ingest(self._settings.db_path, self._settings.spool_dir, wait=wait)
             return True
         except StoreError as exc:
             log = logger.debug if wait == 0 else logger.warning
@@ -107,4 +162,10 @@ class DuckDBSpanExporter(SpanExporter):
             logger.warning("finetuner-otel: exporter already shut down")
             return
         self._shutdown = True
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+            ingester = self._ingester
+        if ingester is not None:
+            ingester.join(timeout=5.0)
         self._ingest(wait=5.0)

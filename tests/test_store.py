@@ -32,13 +32,18 @@ def test_schema_from_blank(capture, db: Path, server: OpenAIServer) -> None:
     _capture_n(capture, server, 1)
     con = duckdb.connect(str(db), read_only=True)
     try:
-        columns = [
-            r[0]
-            for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'calls' "
-                "ORDER BY ordinal_position"
-            ).fetchall()
-        ]
+
+        def columns(table: str) -> list[str]:
+            return [
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                    "ORDER BY ordinal_position",
+                    [table],
+                ).fetchall()
+            ]
+
+        recorded, calls = columns("recorded_calls"), columns("calls")
         applied = [r[0] for r in con.execute(f"SELECT name FROM {MIGRATIONS_TABLE}").fetchall()]
         views = {
             r[0]
@@ -48,9 +53,11 @@ def test_schema_from_blank(capture, db: Path, server: OpenAIServer) -> None:
         }
     finally:
         con.close()
-    assert columns == [*INGEST_COLUMNS, "ingested_at"]
+    assert recorded == [*INGEST_COLUMNS, "ingested_at"]
+    # The calls view adds the OpenAI fine-tuning format, derived from the recorded content.
+    assert calls == [*recorded, "messages", "completion", "tools"]
     assert applied == [name for name, _ in MIGRATIONS]
-    assert {"examples", "datasets"} <= views
+    assert {"calls", "examples", "datasets"} <= views
 
 
 def test_store_written_by_a_newer_version_is_refused_untouched(db: Path) -> None:
@@ -139,7 +146,7 @@ def test_sql_is_plain_duckdb_and_read_only(capture, server: OpenAIServer) -> Non
     assert result.columns == ["answer"]
     assert [r[0] for r in result] == ["answer 0", "answer 1", "answer 2"]
     with pytest.raises(finetuner_otel.StoreError, match="read-only"):
-        store.sql("DELETE FROM calls")
+        store.sql("DELETE FROM recorded_calls")
     with pytest.raises(finetuner_otel.StoreError, match="SQL error"):
         store.sql("SELEC nonsense")
     assert len(store.sql("SELECT * FROM calls")) == 3  # nothing was lost
@@ -162,11 +169,36 @@ def test_corrupt_spool_file_is_quarantined_and_the_rest_ingested(
     assert len(rows(capture)) == 2
     quarantined = list((spool / "quarantine").glob("*.jsonl"))
     assert [p.name for p in quarantined] == ["00000000000000000001-1-1-0.jsonl"]
-    assert (
-        "not valid JSON"
-        in (spool / "quarantine" / "00000000000000000001-1-1-0.reason.txt").read_text()
-    )
+    reason = (spool / "quarantine" / "00000000000000000001-1-1-0.reason.txt").read_text()
+    assert reason.startswith("line 1: ") and "Malformed JSON" in reason
     assert "could not be ingested" in caplog.text
+
+
+def test_bad_lines_are_quarantined_and_good_lines_of_the_same_file_ingested(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from finetuner_otel.store._rows import span_to_line
+    from finetuner_otel.store._spool import write_spool
+
+    spans = _foreign_spans(
+        [
+            {"gen_ai.operation.name": "chat", "gen_ai.input.messages": _user_text(f"q{i}")}
+            for i in range(2)
+        ]
+    )
+    good = [span_to_line(span) for span in spans]
+    spool = db.with_name(db.name + ".spool")
+    write_spool(spool, [good[0], '{"id": "torn', good[1].replace('"2026', '"not a time', 1)])
+    assert Store(db).ingest() == 1
+    assert [r[0] for r in Store(db).sql("SELECT id FROM calls")] == [_row_id(spans[0])]
+    (kept,) = (spool / "quarantine").glob("*.jsonl")
+    assert kept.read_text().splitlines() == [
+        '{"id": "torn',
+        good[1].replace('"2026', '"not a time', 1),
+    ]
+    reasons = kept.with_suffix(".reason.txt").read_text().splitlines()
+    assert reasons[0].startswith("line 2: ") and reasons[1].startswith("line 3: ")
+    assert "2 line(s) of spool file" in caplog.text
 
 
 def test_ingest_is_idempotent(capture, server: OpenAIServer, db: Path) -> None:
@@ -174,6 +206,7 @@ def test_ingest_is_idempotent(capture, server: OpenAIServer, db: Path) -> None:
     spool = db.with_name(db.name + ".spool")
     before = rows(capture)
     # A crash between commit and delete leaves the spool file behind: re-ingest must not duplicate.
+    from finetuner_otel.store._rows import encode_row
     from finetuner_otel.store._spool import write_spool
 
     con = duckdb.connect(str(db), read_only=True)
@@ -189,7 +222,7 @@ def test_ingest_is_idempotent(capture, server: OpenAIServer, db: Path) -> None:
         for key, kind in INGEST_COLUMNS.items():
             if kind == "JSON" and isinstance(row[key], str):
                 row[key] = json.loads(row[key])
-        replay.append(row)
+        replay.append(encode_row(row))
     write_spool(spool, replay)
     assert Store(db).ingest() == 1
     assert len(rows(capture)) == len(before) == 2
@@ -212,3 +245,96 @@ def test_no_credentials_are_stored(capture, server: OpenAIServer, db: Path) -> N
     data = db.read_bytes()
     for secret in (b"sk-super-secret-123", b"tok-456", b"sk-other-789"):
         assert secret not in data
+
+
+def _foreign_spans(attribute_sets: list[dict], error: str | None = None) -> list:
+    """Finished spans as another GenAI instrumentation would make them (no finetuner code)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("someone.elses.instrumentation")
+    for attributes in attribute_sets:
+        with tracer.start_as_current_span("chat m", record_exception=False) as span:
+            span.set_attributes(attributes)
+            if error:
+                span.set_status(Status(StatusCode.ERROR, error))
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def _user_text(text: str) -> str:
+    return json.dumps([{"role": "user", "parts": [{"type": "text", "content": text}]}])
+
+
+def test_spool_lines_hold_exactly_the_ingest_columns() -> None:
+    from finetuner_otel.store._rows import span_to_line
+
+    (span,) = _foreign_spans(
+        [{"gen_ai.operation.name": "chat", "gen_ai.input.messages": _user_text("hi")}]
+    )
+    assert list(json.loads(span_to_line(span))) == list(INGEST_COLUMNS)
+
+
+def test_foreign_spans_with_awkward_content_are_stored_faithfully(db: Path) -> None:
+    """Spans from other instrumentations: pretty-printed JSON, text that needs escaping,
+    invalid JSON, NaN, lone surrogates. Each is stored; none costs the others their rows."""
+    from finetuner_otel.exporters import DuckDBSpanExporter
+
+    tricky = 'quote " backslash \\ newline \n tab \t unicode é 漢 \u2028 nul \x00'
+    good_output = json.dumps(
+        [{"role": "assistant", "parts": [{"type": "text", "content": tricky}]}], indent=2
+    )
+    base = {"gen_ai.operation.name": "chat", "gen_ai.request.model": 'm"odel'}
+    spans = _foreign_spans(
+        [
+            {
+                **base,
+                "finetuner.dataset": 'ds "quoted" é',
+                "gen_ai.input.messages": json.dumps(
+                    [{"role": "user", "parts": [{"type": "text", "content": tricky}]}], indent=2
+                ),
+                "gen_ai.output.messages": good_output,
+            },
+            {**base, "gen_ai.input.messages": "{not json", "gen_ai.output.messages": good_output},
+            {**base, "gen_ai.input.messages": '[{"role": "user", "x": NaN}]'},
+            {**base, "gen_ai.input.messages": _user_text("lone \ud800 surrogate")},
+        ]
+    )
+    spans += _foreign_spans(
+        [{**base, "gen_ai.input.messages": _user_text("x")}], error="bad\nthing"
+    )
+    exporter = DuckDBSpanExporter(db, ingest_interval=3600)
+    assert exporter.export(spans).name == "SUCCESS"
+    exporter.shutdown()
+    stored = Store(db)
+    got = {
+        r[0]: r[1:]
+        for r in stored.sql(
+            "SELECT id, dataset, request_model, messages, completion, status, error_message, "
+            "trainable, untrainable_reason, input_messages FROM calls"
+        )
+    }
+    assert len(got) == 5 and not list(stored.spool_dir.glob("quarantine/*"))
+    first = got[_row_id(spans[0])]
+    assert first[0] == 'ds "quoted" é' and first[1] == 'm"odel'
+    assert json.loads(first[2]) == [{"role": "user", "content": tricky}]
+    assert json.loads(first[3]) == {"role": "assistant", "content": tricky}
+    assert first[6] is True
+    for bad in spans[1:3]:
+        row = got[_row_id(bad)]
+        assert row[8] is None and row[6] is False
+        assert row[7] == "no input messages were recorded"
+    surrogate = json.loads(got[_row_id(spans[3])][8])
+    assert surrogate[0]["parts"][0]["content"] == "lone \ufffd surrogate"
+    failed = got[_row_id(spans[4])]
+    assert failed[4:8] == ("error", "bad\nthing", False, "the call failed")
+
+
+def _row_id(span) -> str:  # type: ignore[no-untyped-def]
+    ctx = span.get_span_context()
+    return f"{ctx.trace_id:032x}{ctx.span_id:016x}"

@@ -17,7 +17,6 @@ from opentelemetry.trace import StatusCode
 from .. import _semconv as sc
 from .._json import dumps
 from .._settings import DEFAULT_DATASET
-from ._openai_format import to_openai_chat, to_openai_messages, to_openai_tools
 
 # Attributes stored in columns of their own, and so left out of the ``attributes`` column.
 _COLUMN_ATTRIBUTES = frozenset(
@@ -50,102 +49,189 @@ def is_genai_span(span: ReadableSpan) -> bool:
     return bool(attrs) and sc.OPERATION_NAME in attrs  # type: ignore[operator]
 
 
-def _json_attr(attrs: Mapping[str, Any], key: str) -> Any:
-    value = attrs.get(key)
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-    return None
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN/Infinity: Python reads them, DuckDB does not
 
 
-def _iso(ns: int | None) -> str:
-    return datetime.fromtimestamp((ns or 0) / 1e9, tz=timezone.utc).isoformat()
+# Strict: what it accepts, DuckDB's JSON reader accepts too.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _content(attrs: Mapping[str, Any], key: str) -> tuple[Any, str]:
+    """A JSON content attribute, parsed, and as JSON text fit for one spool line ("null" if none).
+
+    The attribute's own text is reused when it is already compact enough for JSONL (no line
+    breaks), which saves encoding the largest values of the span a second time.
+    """
+    raw = attrs.get(key)
+    if not isinstance(raw, str):
+        return None, "null"
+    try:
+        value = _DECODER.decode(raw)
+    except ValueError:
+        return None, "null"
+    if "\n" in raw or "\r" in raw or "\\ud" in raw or "\\uD" in raw:
+        # Line breaks would split the JSONL record; an escaped surrogate may be a lone one,
+        # which DuckDB rejects. Written afresh, a lone surrogate becomes U+FFFD on the way out.
+        return value, dumps(value)
+    return value, raw
 
 
-def span_to_row(span: ReadableSpan) -> dict[str, Any]:
-    """The ``calls`` row for one GenAI span (see the schema for what each column means)."""
-    attrs: Mapping[str, Any] = span.attributes or {}
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+
+
+_CONTENT_PARTS = frozenset({"uri", "blob", "file"})
+
+
+def _has_input(input_messages: Any, system_instructions: Any) -> bool:
+    if not isinstance(input_messages, list):
+        return False
+    return bool(system_instructions) or any(isinstance(m, dict) for m in input_messages)
+
+
+def _has_completion(output_messages: Any) -> bool:
+    """Whether the first choice (the training target) has text, tool calls or other content."""
+    if not isinstance(output_messages, list) or not output_messages:
+        return False
+    first = output_messages[0]
+    if not isinstance(first, dict):
+        return False
+    for part in first.get("parts") or ():
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            if part.get("content"):
+                return True
+        elif kind == "tool_call" or kind in _CONTENT_PARTS or isinstance(part.get("openai"), dict):
+            return True
+    return False
+
+
+def span_to_line(span: ReadableSpan) -> str:
+    """The ``calls`` row for one GenAI span as one spool line: a JSON object whose keys are
+    exactly the ingest columns (see the schema for what each column means).
+
+    This runs on the export thread of the user's process for every span, so it does the least
+    work it can: content attributes are parsed once and their JSON text is reused as it is.
+    """
+    attrs = dict(span.attributes or {})
     ctx = span.get_span_context()
     trace_id = format(ctx.trace_id, "032x")  # type: ignore[union-attr]
     span_id = format(ctx.span_id, "016x")  # type: ignore[union-attr]
     parent = span.parent
-    error = span.status.status_code is StatusCode.ERROR
-    incomplete = bool(attrs.get(sc.INCOMPLETE))
-    status = "error" if error else "incomplete" if incomplete else "ok"
+    status = span.status
+    error = status.status_code is StatusCode.ERROR
+    state = "error" if error else "incomplete" if attrs.get(sc.INCOMPLETE) else "ok"
 
-    input_messages = _json_attr(attrs, sc.INPUT_MESSAGES)
-    output_messages = _json_attr(attrs, sc.OUTPUT_MESSAGES)
-    system_instructions = _json_attr(attrs, sc.SYSTEM_INSTRUCTIONS)
-    tool_definitions = _json_attr(attrs, sc.TOOL_DEFINITIONS)
-
-    messages = (
-        to_openai_chat(input_messages, system_instructions)
-        if isinstance(input_messages, list)
-        else None
-    )
-    completion = None
-    if isinstance(output_messages, list) and output_messages:
-        # With n > 1 the first choice is the training target; every choice stays in
-        # output_messages for SQL.
-        first = output_messages[0]
-        if isinstance(first, Mapping):
-            converted = to_openai_messages({**first, "role": first.get("role") or "assistant"})
-            completion = converted[0] if converted else None
-    tools = to_openai_tools(tool_definitions) if isinstance(tool_definitions, list) else None
+    input_messages, input_json = _content(attrs, sc.INPUT_MESSAGES)
+    output_messages, output_json = _content(attrs, sc.OUTPUT_MESSAGES)
+    system_instructions, system_json = _content(attrs, sc.SYSTEM_INSTRUCTIONS)
+    _, tools_json = _content(attrs, sc.TOOL_DEFINITIONS)
+    _, options_json = _content(attrs, sc.REQUEST_OPTIONS)
     finish_reasons = attrs.get(sc.RESPONSE_FINISH_REASONS)
-
-    reason = _untrainable_reason(status, attrs, messages, completion, list(finish_reasons or ()))
-    start, end = span.start_time or 0, span.end_time or span.start_time or 0
+    finish_list = list(finish_reasons) if finish_reasons is not None else None
+    reason = _untrainable_reason(
+        state,
+        attrs,
+        _has_input(input_messages, system_instructions),
+        _has_completion(output_messages),
+        finish_list or [],
+    )
+    start = span.start_time or 0
+    end = span.end_time or start
     resource = span.resource.attributes if span.resource is not None else {}
     scope = span.instrumentation_scope
+    service = resource.get("service.name")
     extra = {k: v for k, v in attrs.items() if k not in _COLUMN_ATTRIBUTES}
-    return {
-        "id": trace_id + span_id,
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "parent_span_id": format(parent.span_id, "016x") if parent is not None else None,
-        "dataset": str(attrs.get(sc.DATASET) or DEFAULT_DATASET),
-        "operation": attrs.get(sc.OPERATION_NAME),
-        "provider": attrs.get(sc.PROVIDER_NAME) or attrs.get(sc.LEGACY_SYSTEM),
-        "request_model": attrs.get(sc.REQUEST_MODEL),
-        "response_model": attrs.get(sc.RESPONSE_MODEL),
-        "response_id": attrs.get(sc.RESPONSE_ID),
-        "started_at": _iso(start),
-        "ended_at": _iso(end),
-        "duration_ms": (end - start) / 1e6,
-        "status": status,
-        "error_type": attrs.get(sc.ERROR_TYPE) if error else None,
-        "error_message": span.status.description if error else None,
-        "finish_reasons": list(finish_reasons) if finish_reasons is not None else None,
-        "input_tokens": _int_or_none(attrs.get(sc.USAGE_INPUT_TOKENS)),
-        "output_tokens": _int_or_none(attrs.get(sc.USAGE_OUTPUT_TOKENS)),
-        "request_options": _json_attr(attrs, sc.REQUEST_OPTIONS),
-        "input_messages": input_messages,
-        "output_messages": output_messages,
-        "system_instructions": system_instructions,
-        "tool_definitions": tool_definitions,
-        "messages": messages,
-        "completion": completion,
-        "tools": tools or None,
-        "trainable": reason is None,
-        "untrainable_reason": reason,
-        "service_name": resource.get("service.name"),
-        "scope_name": scope.name if scope is not None else None,
-        "attributes": extra,
-    }
+    trace_span = trace_id + span_id
+    # Written field by field rather than through one dumps() of a dict: this is the hottest
+    # loop of the export thread. Keys and order are INGEST_COLUMNS (a test holds them equal).
+    return "".join(
+        (
+            '{"id":"',
+            trace_span,
+            '","trace_id":"',
+            trace_id,
+            '","span_id":"',
+            span_id,
+            '","parent_span_id":',
+            f'"{parent.span_id:016x}"' if parent is not None else "null",
+            ',"dataset":',
+            _text(str(attrs.get(sc.DATASET) or DEFAULT_DATASET)),
+            ',"operation":',
+            _text(attrs.get(sc.OPERATION_NAME)),
+            ',"provider":',
+            _text(attrs.get(sc.PROVIDER_NAME) or attrs.get(sc.LEGACY_SYSTEM)),
+            ',"request_model":',
+            _text(attrs.get(sc.REQUEST_MODEL)),
+            ',"response_model":',
+            _text(attrs.get(sc.RESPONSE_MODEL)),
+            ',"response_id":',
+            _text(attrs.get(sc.RESPONSE_ID)),
+            ',"started_at":"',
+            _iso(start),
+            '","ended_at":"',
+            _iso(end),
+            '","duration_ms":',
+            repr((end - start) / 1e6),
+            ',"status":"',
+            state,
+            '","error_type":',
+            _text(attrs.get(sc.ERROR_TYPE) if error else None),
+            ',"error_message":',
+            _text(status.description if error else None),
+            ',"finish_reasons":',
+            "null" if finish_list is None else dumps(finish_list),
+            ',"input_tokens":',
+            _number(attrs.get(sc.USAGE_INPUT_TOKENS)),
+            ',"output_tokens":',
+            _number(attrs.get(sc.USAGE_OUTPUT_TOKENS)),
+            ',"request_options":',
+            options_json,
+            ',"input_messages":',
+            input_json,
+            ',"output_messages":',
+            output_json,
+            ',"system_instructions":',
+            system_json,
+            ',"tool_definitions":',
+            tools_json,
+            ',"trainable":',
+            "true" if reason is None else "false",
+            ',"untrainable_reason":',
+            _text(reason),
+            ',"service_name":',
+            _text(service),
+            ',"scope_name":',
+            _text(scope.name if scope is not None else None),
+            ',"attributes":',
+            dumps(extra) if extra else "{}",
+            "}",
+        )
+    )
+
+
+_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def _text(value: Any) -> str:
+    """A JSON string (or null) for a text column; other types are written as their JSON text."""
+    if value is None:
+        return "null"
+    return _encode_string(value if isinstance(value, str) else dumps(value))  # type: ignore[no-any-return]
+
+
+def _number(value: Any) -> str:
+    return str(value) if type(value) is int else "null"
 
 
 def _untrainable_reason(
     status: str,
     attrs: Mapping[str, Any],
-    messages: list[dict[str, Any]] | None,
-    completion: dict[str, Any] | None,
+    has_input: bool,
+    has_completion: bool,
     finish_reasons: list[str],
 ) -> str | None:
     if status == "error":
@@ -156,9 +242,9 @@ def _untrainable_reason(
         return "an evaluation call"
     if attrs.get(sc.CAPTURE_ERROR):
         return f"capture failed ({attrs[sc.CAPTURE_ERROR]})"
-    if not messages:
+    if not has_input:
         return "no input messages were recorded"
-    if completion is None or (not completion.get("content") and not completion.get("tool_calls")):
+    if not has_completion:
         return "no completion was recorded"
     if finish_reasons and finish_reasons[0] in _CUT_OFF:
         return _CUT_OFF[finish_reasons[0]]
@@ -166,5 +252,5 @@ def _untrainable_reason(
 
 
 def encode_row(row: Mapping[str, Any]) -> str:
-    """One spool line: JSON columns are nested JSON values; read_json turns them back into JSON."""
+    """A ``calls`` row given as a mapping, as one spool line (JSON columns as nested values)."""
     return dumps(row)

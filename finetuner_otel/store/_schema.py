@@ -13,11 +13,137 @@ from .._errors import SchemaError
 
 MIGRATIONS_TABLE = "finetuner_migrations"
 
+# The OpenAI chat fine-tuning format is derived from the recorded GenAI semantic-convention
+# content by these macros, in SQL, when it is read: the store keeps one copy of every message (half
+# the bytes to write at ingest), the derivation runs in DuckDB rather than in the user's process,
+# and a fix to it applies to every call already stored. Users can call them in their own SQL.
+_OPENAI_MACROS = r"""
+CREATE MACRO openai_text(v) AS
+    CASE WHEN json_type(v) = 'VARCHAR' THEN (v->>'$') ELSE CAST(v AS VARCHAR) END;
+
+CREATE MACRO openai_content_part(p) AS CASE
+    WHEN (p->>'type') = 'text' THEN json_object('type', 'text', 'text', coalesce(p->>'content', ''))
+    WHEN (p->>'type') IN ('uri', 'blob') AND (p->>'modality') = 'image' THEN json_object(
+        'type', 'image_url',
+        'image_url', json_merge_patch(
+            json_object('url', CASE WHEN (p->>'type') = 'uri' THEN (p->>'uri')
+                                    ELSE 'data:' || coalesce(p->>'mime_type', 'image/png')
+                                         || ';base64,' || coalesce(p->>'content', '') END),
+            json_object('detail', nullif(p->>'detail', ''))))
+    WHEN (p->>'type') = 'blob' AND (p->>'modality') = 'audio' THEN json_object(
+        'type', 'input_audio',
+        'input_audio', json_object(
+            'data', (p->'content'),
+            'format', string_split(coalesce(p->>'mime_type', 'audio/wav'), '/')[-1]))
+    WHEN (p->>'type') = 'file' THEN json_object(
+        'type', 'file',
+        'file', json_merge_patch('{}', json_object(
+            'file_id', (p->'file_id'), 'filename', (p->'filename'), 'file_data', (p->'file_data'))))
+    WHEN json_type(p->'openai') = 'OBJECT' THEN (p->'openai')
+END;
+
+CREATE MACRO openai_tool_call(p) AS CASE
+    WHEN (p->>'tool_type') = 'custom' THEN json_object(
+        'id', (p->'id'), 'type', 'custom',
+        'custom', json_object('name', (p->'name'), 'input', openai_text(p->'arguments')))
+    ELSE json_object(
+        'id', (p->'id'), 'type', 'function',
+        'function', json_object(
+            'name', (p->'name'),
+            'arguments', CASE WHEN coalesce(json_type(p->'arguments'), 'NULL') = 'NULL' THEN ''
+                              ELSE openai_text(p->'arguments') END))
+END;
+
+CREATE MACRO openai_tool_response(r) AS CASE
+    WHEN json_type(r) = 'VARCHAR' THEN r
+    WHEN json_type(r) = 'ARRAY' AND coalesce(list_bool_and(
+            [coalesce((p->>'type') = 'text', false)
+             FOR p IN CAST(json_extract(r, '$[*]') AS JSON[])]), true)
+        THEN to_json([json_object('type', 'text', 'text', coalesce(p->>'content', ''))
+                      FOR p IN CAST(json_extract(r, '$[*]') AS JSON[])])
+    ELSE to_json(openai_text(r))
+END;
+
+CREATE MACRO openai_parts(m) AS coalesce(CAST(json_extract(m, '$.parts[*]') AS JSON[]), []);
+
+CREATE MACRO openai_content(m) AS list_filter(
+    [openai_content_part(p) FOR p IN openai_parts(m)
+     IF coalesce(p->>'type', '') NOT IN ('tool_call', 'refusal', 'reasoning')],
+    lambda x: x IS NOT NULL);
+
+CREATE MACRO openai_tool_calls(m) AS
+    [openai_tool_call(p) FOR p IN openai_parts(m) IF (p->>'type') = 'tool_call'];
+
+-- One chat message (not a tool message): content is a string for a single text part, a list of
+-- parts otherwise, null for an assistant message with nothing, and left out beside tool calls.
+CREATE MACRO openai_chat_message(m) AS CAST('{' || concat_ws(',',
+    '"role":' || coalesce(CAST(m->'role' AS VARCHAR), 'null'),
+    '"refusal":' || to_json(
+        [(p->>'content') FOR p IN openai_parts(m) IF (p->>'type') = 'refusal'][-1]),
+    '"content":' || CASE
+        WHEN len(openai_content(m)) = 1 AND (openai_content(m)[1]->>'type') = 'text'
+            THEN to_json((openai_content(m)[1]->>'text'))
+        WHEN len(openai_content(m)) > 0 THEN to_json(openai_content(m))
+        WHEN (m->>'role') = 'assistant'
+            THEN CASE WHEN len(openai_tool_calls(m)) > 0 THEN NULL ELSE 'null' END
+        ELSE '""' END,
+    '"tool_calls":' || CASE WHEN len(openai_tool_calls(m)) > 0
+                            THEN to_json(openai_tool_calls(m)) END,
+    '"name":' || CASE WHEN coalesce(m->>'name', '') <> '' THEN CAST(m->'name' AS VARCHAR) END
+) || '}' AS JSON);
+
+-- One semconv message as OpenAI messages: a tool message may carry several results.
+CREATE MACRO openai_message(m) AS CASE
+    WHEN (m->>'role') = 'tool' THEN
+        [json_object('role', 'tool', 'tool_call_id', (p->'id'),
+                     'content', openai_tool_response(p->'response'))
+         FOR p IN openai_parts(m) IF (p->>'type') = 'tool_call_response']
+    ELSE [openai_chat_message(m)]
+END;
+
+CREATE MACRO openai_system_message(instructions) AS CASE
+    WHEN json_array_length(instructions) > 0 THEN json_object(
+        'role', 'system',
+        'content', array_to_string(
+            [coalesce(p->>'content', '')
+             FOR p IN CAST(json_extract(instructions, '$[*]') AS JSON[])
+             IF json_type(p) = 'OBJECT'],
+            chr(10) || chr(10)))
+END;
+
+-- The request as OpenAI messages: system instructions first, then the history.
+CREATE MACRO openai_messages(input_messages, system_instructions) AS CASE
+    WHEN json_type(input_messages) = 'ARRAY' THEN to_json(list_concat(
+        list_filter([openai_system_message(system_instructions)], lambda x: x IS NOT NULL),
+        flatten([openai_message(m)
+                 FOR m IN CAST(json_extract(input_messages, '$[*]') AS JSON[])
+                 IF json_type(m) = 'OBJECT'])))
+END;
+
+-- The training target: the first choice (with n > 1 every choice stays in output_messages).
+CREATE MACRO openai_completion(output_messages) AS CASE
+    WHEN json_type(output_messages->0) = 'OBJECT' THEN openai_message(json_merge_patch(
+        (output_messages->0),
+        json_object('role', coalesce(output_messages->0->>'role', 'assistant'))))[1]
+END;
+
+CREATE MACRO openai_tools(definitions) AS CASE
+    WHEN json_array_length(definitions) > 0 THEN to_json([
+        CASE WHEN (d->'name') IS NOT NULL
+             THEN json_object('type', coalesce(nullif(d->>'type', ''), 'function'),
+                              coalesce(nullif(d->>'type', ''), 'function'),
+                              json_merge_patch(d, '{"type": null}'))
+             ELSE d END
+        FOR d IN CAST(json_extract(definitions, '$[*]') AS JSON[]) IF json_type(d) = 'OBJECT'])
+END;
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "0001_calls",
         """
-        CREATE TABLE calls (
+        -- One row per GenAI span, as recorded. Read it through the calls view.
+        CREATE TABLE recorded_calls (
             -- trace_id || span_id: the span's identity, so re-ingesting a spool file is a no-op
             id VARCHAR PRIMARY KEY,
             trace_id VARCHAR NOT NULL,
@@ -45,11 +171,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             output_messages JSON,
             system_instructions JSON,
             tool_definitions JSON,
-            -- the same call in OpenAI's chat fine-tuning format: an example is
-            -- {"messages": messages + [completion], "tools": tools}
-            messages JSON,
-            completion JSON,
-            tools JSON,
             -- false for errors, incomplete streams, eval calls, cut-off or empty completions
             trainable BOOLEAN NOT NULL,
             untrainable_reason VARCHAR,
@@ -58,9 +179,20 @@ MIGRATIONS: list[tuple[str, str]] = [
             attributes JSON,                 -- every other span attribute
             ingested_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
         );
-        CREATE INDEX calls_dataset ON calls (dataset);
+        """
+        + _OPENAI_MACROS
+        + """
+        -- Every call, with the same content in OpenAI's chat fine-tuning format: an example is
+        -- {"messages": messages + [completion], "tools": tools}.
+        CREATE VIEW calls AS
+            SELECT *,
+                   openai_messages(input_messages, system_instructions) AS messages,
+                   openai_completion(output_messages) AS completion,
+                   openai_tools(tool_definitions) AS tools
+            FROM recorded_calls;
         CREATE VIEW examples AS
             SELECT id, dataset, started_at, request_model, response_model,
+                   messages, completion, tools,
                    CASE WHEN tools IS NULL
                         THEN json_object('messages', json_insert(messages, '$[#]', completion))
                         ELSE json_object('messages', json_insert(messages, '$[#]', completion),
@@ -74,14 +206,15 @@ MIGRATIONS: list[tuple[str, str]] = [
                    count(*) FILTER (WHERE status = 'error') AS errors,
                    min(started_at) AS first_call_at,
                    max(started_at) AS last_call_at
-            FROM calls GROUP BY dataset;
+            FROM recorded_calls GROUP BY dataset;
         """,
     ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# Columns written by ingest, in the shape read_json needs (the spool holds exactly these keys).
+# Columns of recorded_calls written by ingest, in the shape read_json needs (each spool line
+# holds exactly these keys).
 INGEST_COLUMNS: dict[str, str] = {
     "id": "VARCHAR",
     "trace_id": "VARCHAR",
@@ -107,9 +240,6 @@ INGEST_COLUMNS: dict[str, str] = {
     "output_messages": "JSON",
     "system_instructions": "JSON",
     "tool_definitions": "JSON",
-    "messages": "JSON",
-    "completion": "JSON",
-    "tools": "JSON",
     "trainable": "BOOLEAN",
     "untrainable_reason": "VARCHAR",
     "service_name": "VARCHAR",

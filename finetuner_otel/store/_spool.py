@@ -10,19 +10,16 @@ moved to ``quarantine/`` with the reason beside it, and the rest are ingested.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
 from ._connection import connect
-from ._rows import encode_row
 from ._schema import INGEST_COLUMNS, migrate
 
 logger = logging.getLogger("finetuner_otel.store")
@@ -33,11 +30,15 @@ _STALE_TMP_SECONDS = 3600.0
 _FILES_PER_TRANSACTION = 500
 _counter = itertools.count()
 _COLUMNS_SQL = "{" + ", ".join(f"'{k}': '{v}'" for k, v in INGEST_COLUMNS.items()) + "}"
-_INSERT = (
-    f"INSERT OR IGNORE INTO calls ({', '.join(INGEST_COLUMNS)}) "
-    f"SELECT {', '.join(INGEST_COLUMNS)} FROM read_json(?, format='newline_delimited', "
-    f"columns={_COLUMNS_SQL}, maximum_object_size=1073741824)"
+_READ = (
+    f"read_json(?, format='newline_delimited', columns={_COLUMNS_SQL}, "
+    "maximum_object_size=1073741824)"
 )
+_INSERT = (
+    f"INSERT OR IGNORE INTO recorded_calls ({', '.join(INGEST_COLUMNS)}) "
+    f"SELECT {', '.join(INGEST_COLUMNS)} FROM {_READ}"
+)
+_PROBE = f"SELECT * FROM {_READ}"  # every column, so every conversion is tried
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,18 +56,29 @@ def ensure_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def write_spool(spool_dir: Path, rows: Iterable[Mapping[str, Any]]) -> Path | None:
-    """Write rows as one durable spool file; returns its path (None when there were no rows)."""
-    data = "".join(encode_row(row) + "\n" for row in rows)
-    if not data:
+def _utf8(lines: list[str]) -> bytes:
+    data = "".join(line + "\n" for line in lines)
+    try:
+        return data.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (from text that was never valid Unicode) cannot be stored as UTF-8;
+        # each becomes U+FFFD rather than costing the whole batch.
+        return data.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def write_spool(spool_dir: Path, lines: list[str]) -> Path | None:
+    """Write spool lines (see ``span_to_line``) as one durable spool file; returns its path
+    (None when there were no lines)."""
+    if not lines:
         return None
+    data = _utf8(lines)
     ensure_dir(spool_dir)
     name = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}-{next(_counter)}"
     final = spool_dir / (name + SUFFIX)
     tmp = spool_dir / (name + _TMP_SUFFIX)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -117,10 +129,9 @@ def ingest(db_path: Path, spool_dir: Path, *, wait: float = 10.0) -> int:
 def _ingest_batch(con: duckdb.DuckDBPyConnection, spool_dir: Path, files: list[Path]) -> int:
     try:
         _insert(con, files)
-    except duckdb.Error:
+    except duckdb.Error as exc:
         if len(files) == 1:
-            _quarantine(spool_dir, files[0])
-            return 0
+            return _salvage(con, spool_dir, files[0], exc)
         # One bad file must not hold back the others: retry them one at a time.
         return sum(_ingest_batch(con, spool_dir, [file]) for file in files)
     for file in files:
@@ -138,28 +149,71 @@ def _insert(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
         raise
 
 
-def _quarantine(spool_dir: Path, file: Path) -> None:
-    """Set an unreadable spool file aside, with the reason, so it neither blocks nor vanishes."""
+def _salvage(
+    con: duckdb.DuckDBPyConnection, spool_dir: Path, file: Path, error: duckdb.Error
+) -> int:
+    """Ingest the good lines of a file DuckDB refused and quarantine the rest, with reasons.
+
+    Returns 1 if any line was ingested. A crash part-way is harmless: the file stays until the
+    end, and ingesting its good lines again is a no-op.
+    """
+    try:
+        lines = [line for line in file.read_bytes().split(b"\n") if line.strip()]
+    except OSError as exc:
+        _quarantine(spool_dir, file, [f"cannot read: {exc}"], None)
+        return 0
+    probe = file.with_name(file.name + ".probe" + _TMP_SUFFIX)
+    good: list[bytes] = []
+    bad: list[bytes] = []
+    reasons: list[str] = []
+    try:
+        for number, line in enumerate(lines, 1):
+            probe.write_bytes(line + b"\n")
+            try:
+                con.execute(_PROBE, [str(probe)]).fetchall()
+            except duckdb.Error as exc:
+                bad.append(line)
+                reasons.append(f"line {number}: {_without_probe_location(exc)}")
+            else:
+                good.append(line)
+        if good and bad:
+            probe.write_bytes(b"".join(line + b"\n" for line in good))
+            _insert(con, [probe])
+    finally:
+        probe.unlink(missing_ok=True)
+    if not bad:  # every line reads on its own: the file as a whole was the problem
+        reasons = [str(error)]
+        bad = lines
+    _quarantine(spool_dir, file, reasons, bad if good else None)
+    return 1 if good else 0
+
+
+def _without_probe_location(exc: duckdb.Error) -> str:
+    """DuckDB's message, less where the probe file and its line were (they mean nothing here)."""
+    return re.sub(r' in file "[^"]*",| in line \d+', "", str(exc))
+
+
+def _quarantine(
+    spool_dir: Path, file: Path, reasons: list[str], bad_lines: list[bytes] | None
+) -> None:
+    """Set unreadable spool content aside, with the reasons, so it neither blocks nor vanishes.
+
+    ``bad_lines`` None moves the whole file; otherwise only those lines are kept there.
+    """
     target_dir = spool_dir / "quarantine"
     ensure_dir(target_dir)
-    try:
-        with open(file, encoding="utf-8", errors="replace") as fh:
-            reason = "unknown"
-            for number, line in enumerate(fh, 1):
-                try:
-                    json.loads(line)
-                except ValueError as exc:
-                    reason = f"line {number} is not valid JSON: {exc}"
-                    break
-    except OSError as exc:
-        reason = f"cannot read: {exc}"
     target = target_dir / file.name
-    os.replace(file, target)
-    target.with_suffix(".reason.txt").write_text(reason + "\n", encoding="utf-8")
+    if bad_lines is None:
+        os.replace(file, target)
+    else:
+        target.write_bytes(b"".join(line + b"\n" for line in bad_lines))
+        file.unlink(missing_ok=True)
+    target.with_suffix(".reason.txt").write_text("\n".join(reasons) + "\n", encoding="utf-8")
     logger.error(
-        "finetuner-otel: spool file %s could not be ingested (%s); moved to %s",
+        "finetuner-otel: %s of spool file %s could not be ingested (%s); moved to %s",
+        "the whole" if bad_lines is None else f"{len(bad_lines)} line(s)",
         file,
-        reason,
+        reasons[0],
         target,
     )
 
