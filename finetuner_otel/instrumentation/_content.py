@@ -7,7 +7,6 @@ kept as the exact string the SDK sent or received, so a stored example is byte-f
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -167,6 +166,11 @@ def _tool_call_parts(tool_calls: Any) -> list[dict[str, Any]]:
 
 def input_message(message: Any) -> dict[str, Any]:
     """One OpenAI chat message (dict or SDK object) as a semconv ChatMessage."""
+    if type(message) is dict and len(message) == 2:  # the common {"role", "content": str}
+        role = message.get("role")
+        content = message.get("content")
+        if type(content) is str and type(role) is str and role not in ("tool", "function"):
+            return {"role": role, "parts": [{"type": "text", "content": content}]}
     role = field(message, "role")
     content = field(message, "content")
     if role == "tool":
@@ -221,15 +225,28 @@ def tool_definitions(tools: Iterable[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _server(instance: Any) -> tuple[str | None, int | None]:
+_server_cache: dict[int, tuple[Any, tuple[str | None, int | None, str]]] = {}
+
+
+def _server(instance: Any) -> tuple[str | None, int | None, str]:
+    """(host, port, provider name) of the client that makes this call.
+
+    Cached by the identity of the client's base URL object (a client keeps its URL object; a
+    new one, or a new client, is a new key), so the URL is not formatted and parsed per call.
+    """
     client = getattr(instance, "_client", None)
     base_url = getattr(client, "base_url", None)
-    if base_url is None:
-        return None, None
-    return _host_and_port(str(base_url))
+    cached = _server_cache.get(id(base_url))
+    if cached is not None and cached[0] is base_url:
+        return cached[1]
+    host, port = _host_and_port(str(base_url)) if base_url is not None else (None, None)
+    result = (host, port, provider_name(client, host))
+    if len(_server_cache) > 256:
+        _server_cache.clear()
+    _server_cache[id(base_url)] = (base_url, result)
+    return result
 
 
-@functools.lru_cache(maxsize=64)
 def _host_and_port(base_url: str) -> tuple[str | None, int | None]:
     parts = urlsplit(base_url)
     port = parts.port or (
@@ -238,9 +255,8 @@ def _host_and_port(base_url: str) -> tuple[str | None, int | None]:
     return parts.hostname, port
 
 
-def provider_name(instance: Any, host: str | None) -> str:
+def provider_name(client: Any, host: str | None) -> str:
     """The semconv provider name for the client that makes this call."""
-    client = getattr(instance, "_client", None)
     if type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI") or (
         host and host.endswith((".openai.azure.com", ".cognitiveservices.azure.com"))
     ):
@@ -250,11 +266,8 @@ def provider_name(instance: Any, host: str | None) -> str:
 
 def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, Any]:
     """Span attributes known before the call: model, parameters, server, and the input content."""
-    host, port = _server(instance)
-    attrs: dict[str, Any] = {
-        sc.OPERATION_NAME: sc.OPERATION_CHAT,
-        sc.PROVIDER_NAME: provider_name(instance, host),
-    }
+    host, port, provider = _server(instance)
+    attrs: dict[str, Any] = {sc.OPERATION_NAME: sc.OPERATION_CHAT, sc.PROVIDER_NAME: provider}
     model = kwargs.get("model")
     if given(model):
         attrs[sc.REQUEST_MODEL] = str(model)

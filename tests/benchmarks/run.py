@@ -2,8 +2,11 @@
 
 1. Per-call overhead: ``chat.completions.create`` through ``finetuner_otel.instrument()`` (its
    processor and exporter, content capture on) versus the bare SDK, both over the same in-process
-   HTTP transport, so the figure is our cost alone. Each case runs in its own process; the cases
-   alternate, several times, and the ratio is of their medians. Non-streaming and streaming.
+   HTTP transport, so the figure is our cost alone. Blocks of bare and instrumented calls
+   alternate in the same process (see ``run_rounds``); the ratio is taken per round, and its
+   median, min and max over every round are printed: for the caller's wall-clock time per call,
+   and for the process's CPU time per call with the export and ingest work included.
+   Non-streaming and streaming.
 2. Exporter throughput: spans per second from ``export()`` to rows queryable in DuckDB, with 2 KB
    of messages per span.
 
@@ -95,12 +98,20 @@ def _client():  # type: ignore[no-untyped-def]
     )
 
 
-def run_case(case: str, mode: str, calls: int, db: str) -> None:
-    """In a child process: time ``calls`` calls and print the per-call seconds as JSON."""
-    if case == "ours":
-        import finetuner_otel
+def run_rounds(mode: str, rounds: int, calls: int, db: str) -> None:
+    """In a child process: alternate blocks of bare and instrumented calls; print JSON per round.
 
-        finetuner_otel.instrument(db)
+    Both cases run in the same process, back to back, so they see the same machine state (this
+    machine's speed drifts between processes by up to 2x). Capture is switched on and off by
+    instrumenting and uninstrumenting the SDK; the tracer provider, span processor and exporter
+    that ``instrument()`` installed stay in place. After each instrumented block the handle is
+    flushed, so all the export and ingest work the block caused counts in its CPU time and none
+    spills into the next bare block.
+    """
+    import finetuner_otel
+    from finetuner_otel.instrumentation import OpenAIInstrumentor
+
+    handle = finetuner_otel.instrument(db)
     client = _client()
     messages = [
         {"role": "system", "content": "You are a support ticket classifier."},
@@ -116,50 +127,74 @@ def run_case(case: str, mode: str, calls: int, db: str) -> None:
             for _ in result:
                 pass
 
-    for _ in range(200):  # warm up
-        one()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        one()
-        times.append(time.perf_counter() - start)
-    print(json.dumps(statistics.median(times)))
+    def block(case: str) -> dict[str, float]:
+        instrumentor = OpenAIInstrumentor()
+        if case == "ours":
+            instrumentor.instrument(tracer_provider=handle.tracer_provider)
+        else:
+            instrumentor.uninstrument()
+        times = []
+        cpu_start = time.process_time()
+        for _ in range(calls):
+            start = time.perf_counter()
+            one()
+            times.append(time.perf_counter() - start)
+        if case == "ours":
+            assert handle.flush()
+        return {"wall": statistics.median(times), "cpu": (time.process_time() - cpu_start) / calls}
+
+    block("ours")  # warm up both paths, and create the store
+    block("bare")
+    results = []
+    for i in range(rounds):
+        order = ("bare", "ours") if i % 2 == 0 else ("ours", "bare")
+        results.append({case: block(case) for case in order})
+    handle.shutdown()
+    print(json.dumps(results))
 
 
-def overhead(repeats: int, calls: int) -> None:
-    print(f"Per-call time, median of {calls} calls per process, {repeats} processes per case")
+def overhead(processes: int, rounds: int, calls: int) -> None:
+    print(
+        f"Per-call overhead: {processes} processes x {rounds} rounds, each round {calls} bare and "
+        f"{calls} instrumented calls back to back in the same process"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("plain", "stream"):
-            results: dict[str, list[float]] = {"bare": [], "ours": []}
-            for i in range(repeats):
-                for case in ("bare", "ours") if i % 2 == 0 else ("ours", "bare"):
-                    db = os.path.join(tmp, f"{mode}-{i}.duckdb")
-                    out = subprocess.run(
-                        [
-                            sys.executable,
-                            str(HERE),
-                            "--case",
-                            case,
-                            "--mode",
-                            mode,
-                            "--calls",
-                            str(calls),
-                            "--db",
-                            db,
-                        ],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    results[case].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            for case, values in results.items():
-                print(
-                    f"  {mode:6} {case:4}: min {min(values) * 1e6:7.1f} µs  "
-                    f"median {statistics.median(values) * 1e6:7.1f} µs  "
-                    f"max {max(values) * 1e6:7.1f} µs"
+            rounds_out: list[dict[str, dict[str, float]]] = []
+            for i in range(processes):
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        str(HERE),
+                        "--rounds-of",
+                        mode,
+                        "--rounds",
+                        str(rounds),
+                        "--calls",
+                        str(calls),
+                        "--db",
+                        os.path.join(tmp, f"{mode}-{i}.duckdb"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
-            ratio = statistics.median(results["ours"]) / statistics.median(results["bare"])
-            print(f"  {mode:6} overhead ratio (ours / bare SDK, medians): {ratio:.3f}")
+                rounds_out += json.loads(out.stdout.strip().splitlines()[-1])
+            for case in ("bare", "ours"):
+                walls = [r[case]["wall"] * 1e6 for r in rounds_out]
+                cpus = [r[case]["cpu"] * 1e6 for r in rounds_out]
+                print(
+                    f"  {mode:6} {case:4}: wall median per call {statistics.median(walls):7.1f} µs"
+                    f" (rounds {min(walls):.1f}..{max(walls):.1f});  CPU per call, export and "
+                    f"ingest included {statistics.median(cpus):7.1f} µs"
+                )
+            for metric, label in (("wall", "wall-clock"), ("cpu", "CPU, export+ingest incl.")):
+                ratios = [r["ours"][metric] / r["bare"][metric] for r in rounds_out]
+                print(
+                    f"  {mode:6} ratio ours / bare SDK, {label:25}: median "
+                    f"{statistics.median(ratios):.3f}  (min {min(ratios):.3f}, "
+                    f"max {max(ratios):.3f})"
+                )
 
 
 def exporter_throughput(spans_count: int) -> None:
@@ -220,20 +255,20 @@ def exporter_throughput(spans_count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
-    parser.add_argument("--case", choices=["bare", "ours"])
-    parser.add_argument("--mode", choices=["plain", "stream"], default="plain")
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--db")
+    parser.add_argument("--rounds-of", choices=["plain", "stream"], help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.case:
-        run_case(args.case, args.mode, args.calls, args.db)
+    if args.rounds_of:
+        run_rounds(args.rounds_of, args.rounds, args.calls, args.db)
         return
     print(f"Python {sys.version.split()[0]} on {os.cpu_count()} CPUs")
     if args.quick:
-        overhead(repeats=2, calls=300)
+        overhead(processes=1, rounds=4, calls=300)
         exporter_throughput(5000)
     else:
-        overhead(repeats=5, calls=2000)
+        overhead(processes=3, rounds=6, calls=1000)
         exporter_throughput(20000)
 
 
