@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import pydantic
+
 from .. import _semconv as sc
 from .._json import dumps
 
@@ -69,12 +71,37 @@ def given(value: Any) -> bool:
     return value is not None and not isinstance(value, _SENTINELS)
 
 
-def field(obj: Any, key: str) -> Any:
-    """``obj[key]`` for mappings, ``obj.key`` for SDK (pydantic) objects, None when absent."""
-    if type(obj) is dict:  # the common case, without the cost of an ABC check
-        return obj.get(key)
+_MAPPING, _MODEL, _OBJECT = 0, 1, 2
+_ACCESS: dict[type, int] = {dict: _MAPPING}
+_MISSING = object()
+
+
+def _access_for(obj: Any) -> int:
     if isinstance(obj, Mapping):
+        return _MAPPING
+    if isinstance(obj, pydantic.BaseModel) and isinstance(getattr(obj, "__dict__", None), dict):
+        return _MODEL
+    return _OBJECT
+
+
+def field(obj: Any, key: str) -> Any:
+    """``obj[key]`` for mappings, ``obj.key`` for SDK (pydantic) objects, None when absent.
+
+    The kind of access is found once per type (ABC checks are slow), and a pydantic model's
+    fields are read from its ``__dict__`` (a missing one would cost a raised AttributeError).
+    """
+    kind = type(obj)
+    access = _ACCESS.get(kind)
+    if access is None:
+        access = _ACCESS[kind] = _access_for(obj)
+    if access == _MAPPING:
         return obj.get(key)
+    if access == _MODEL:
+        value = obj.__dict__.get(key, _MISSING)
+        if value is _MISSING:
+            extra = obj.__pydantic_extra__  # fields the SDK does not know (extra="allow")
+            return extra.get(key) if extra else None
+        return value
     return getattr(obj, key, None)
 
 

@@ -2,11 +2,10 @@
 
 1. Per-call overhead: ``chat.completions.create`` through ``finetuner_otel.instrument()`` (its
    processor and exporter, content capture on) versus the bare SDK, both over the same in-process
-   HTTP transport, so the figure is our cost alone. Blocks of bare and instrumented calls
-   alternate in the same process (see ``run_rounds``); the ratio is taken per round, and its
-   median, min and max over every round are printed: for the caller's wall-clock time per call,
-   and for the process's CPU time per call with the export and ingest work included.
-   Non-streaming and streaming.
+   HTTP transport, so the figure is our cost alone. Short blocks of bare and instrumented calls
+   alternate in the same process (see ``run_rounds``); the ratio of the caller's wall-clock time
+   per call is taken per round, and its median, min and max are printed, with the CPU time the
+   export and ingest threads spent per call. Non-streaming and streaming.
 2. Exporter throughput: spans per second from ``export()`` to rows queryable in DuckDB, with 2 KB
    of messages per span.
 
@@ -22,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -98,20 +98,41 @@ def _client():  # type: ignore[no-untyped-def]
     )
 
 
-def run_rounds(mode: str, rounds: int, calls: int, db: str) -> None:
-    """In a child process: alternate blocks of bare and instrumented calls; print JSON per round.
+def _background_cpu_seconds() -> float | None:
+    """CPU time used so far by every thread of this process but the main one (the span
+    processor's export thread and our ingest thread). Linux only; None elsewhere."""
+    main = threading.main_thread().native_id
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            if int(task) == main:
+                continue
+            with open(f"/proc/self/task/{task}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    except OSError:
+        return None
+    return total / ticks
 
-    Both cases run in the same process, back to back, so they see the same machine state (this
-    machine's speed drifts between processes by up to 2x). Capture is switched on and off by
-    instrumenting and uninstrumenting the SDK; the tracer provider, span processor and exporter
-    that ``instrument()`` installed stay in place. After each instrumented block the handle is
-    flushed, so all the export and ingest work the block caused counts in its CPU time and none
-    spills into the next bare block.
+
+def run_rounds(mode: str, rounds: int, calls: int, db: str) -> None:
+    """In a child process: alternate short blocks of bare and instrumented calls; print JSON.
+
+    Both cases run in the same process, a few dozen calls at a time, so they see the same
+    machine state (this machine's speed drifts by up to 2x over seconds). Capture is switched on
+    and off by instrumenting and uninstrumenting the SDK; the tracer provider, span processor
+    and exporter that ``instrument()`` installed stay in place and work as they would in an app.
+
+    Printed: each block's median wall-clock time per call, and the CPU time that exporting and
+    ingesting all instrumented calls took, per call: the export and ingest threads' CPU time
+    plus the final flush's (which does the work that is left on the main thread).
     """
     import finetuner_otel
     from finetuner_otel.instrumentation import OpenAIInstrumentor
 
     handle = finetuner_otel.instrument(db)
+    instrumentor = OpenAIInstrumentor()
     client = _client()
     messages = [
         {"role": "system", "content": "You are a support ticket classifier."},
@@ -127,40 +148,49 @@ def run_rounds(mode: str, rounds: int, calls: int, db: str) -> None:
             for _ in result:
                 pass
 
-    def block(case: str) -> dict[str, float]:
-        instrumentor = OpenAIInstrumentor()
+    def block(case: str) -> float:
         if case == "ours":
             instrumentor.instrument(tracer_provider=handle.tracer_provider)
         else:
             instrumentor.uninstrument()
         times = []
-        cpu_start = time.process_time()
         for _ in range(calls):
             start = time.perf_counter()
             one()
             times.append(time.perf_counter() - start)
-        if case == "ours":
-            assert handle.flush()
-        return {"wall": statistics.median(times), "cpu": (time.process_time() - cpu_start) / calls}
+        return statistics.median(times)
 
-    block("ours")  # warm up both paths, and create the store
-    block("bare")
+    for _ in range(5):  # warm up both paths, and create the store
+        block("ours")
+        block("bare")
+    assert handle.flush()
+    background_before = _background_cpu_seconds()
     results = []
     for i in range(rounds):
         order = ("bare", "ours") if i % 2 == 0 else ("ours", "bare")
         results.append({case: block(case) for case in order})
+    flush_start = time.thread_time()
+    assert handle.flush()  # exports and ingests what is left on this thread
+    flush_cpu = time.thread_time() - flush_start
+    background_after = _background_cpu_seconds()
+    background = (
+        (background_after - background_before + flush_cpu) / (rounds * calls)
+        if background_before is not None and background_after is not None
+        else None
+    )
     handle.shutdown()
-    print(json.dumps(results))
+    print(json.dumps({"rounds": results, "background_cpu_per_call": background}))
 
 
 def overhead(processes: int, rounds: int, calls: int) -> None:
     print(
-        f"Per-call overhead: {processes} processes x {rounds} rounds, each round {calls} bare and "
-        f"{calls} instrumented calls back to back in the same process"
+        f"Per-call overhead: {processes} process(es) x {rounds} rounds; a round is {calls} bare "
+        f"and {calls} instrumented calls back to back in the same process"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("plain", "stream"):
-            rounds_out: list[dict[str, dict[str, float]]] = []
+            rounds_out: list[dict[str, float]] = []
+            background: list[float] = []
             for i in range(processes):
                 out = subprocess.run(
                     [
@@ -179,31 +209,34 @@ def overhead(processes: int, rounds: int, calls: int) -> None:
                     text=True,
                     check=True,
                 )
-                rounds_out += json.loads(out.stdout.strip().splitlines()[-1])
-            for case in ("bare", "ours"):
-                walls = [r[case]["wall"] * 1e6 for r in rounds_out]
-                cpus = [r[case]["cpu"] * 1e6 for r in rounds_out]
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                rounds_out += result["rounds"]
+                if result["background_cpu_per_call"] is not None:
+                    background.append(result["background_cpu_per_call"])
+            bare = statistics.median(r["bare"] for r in rounds_out)
+            ours = statistics.median(r["ours"] for r in rounds_out)
+            ratios = [r["ours"] / r["bare"] for r in rounds_out]
+            print(
+                f"  {mode:6} wall-clock per call, median: bare SDK {bare * 1e6:7.1f} µs, "
+                f"instrumented {ours * 1e6:7.1f} µs"
+            )
+            print(
+                f"  {mode:6} overhead ratio (ours / bare, per round): median "
+                f"{statistics.median(ratios):.3f}  min {min(ratios):.3f}  max {max(ratios):.3f}"
+            )
+            if background:
+                cpu = statistics.median(background)
                 print(
-                    f"  {mode:6} {case:4}: wall median per call {statistics.median(walls):7.1f} µs"
-                    f" (rounds {min(walls):.1f}..{max(walls):.1f});  CPU per call, export and "
-                    f"ingest included {statistics.median(cpus):7.1f} µs"
-                )
-            for metric, label in (("wall", "wall-clock"), ("cpu", "CPU, export+ingest incl.")):
-                ratios = [r["ours"][metric] / r["bare"][metric] for r in rounds_out]
-                print(
-                    f"  {mode:6} ratio ours / bare SDK, {label:25}: median "
-                    f"{statistics.median(ratios):.3f}  (min {min(ratios):.3f}, "
-                    f"max {max(ratios):.3f})"
+                    f"  {mode:6} export + ingest threads: {cpu * 1e6:.1f} µs CPU per call; "
+                    f"ratio if that CPU were spent on the caller's thread too: "
+                    f"{(ours + cpu) / bare:.3f}"
                 )
 
 
-def exporter_throughput(spans_count: int) -> None:
-    from finetuner_otel.exporters import DuckDBSpanExporter
+def _bench_spans(spans_count: int) -> list:  # type: ignore[type-arg]
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    from finetuner_otel import Store
 
     memory = InMemorySpanExporter()
     provider = TracerProvider()
@@ -234,30 +267,72 @@ def exporter_throughput(spans_count: int) -> None:
                     "gen_ai.usage.output_tokens": 1,
                 }
             )
-    spans = memory.get_finished_spans()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.duckdb"
-        exporter = DuckDBSpanExporter(db)  # default settings, as instrument() uses them
-        start = time.perf_counter()
-        for i in range(0, len(spans), 512):  # BatchSpanProcessor's default batch size
-            exporter.export(spans[i : i + 512])
-        exporter.force_flush()
-        count = Store(db).sql("SELECT count(*) FROM calls").rows[0][0]
-        elapsed = time.perf_counter() - start
-        exporter.shutdown()
-    assert count == spans_count, count
-    print(
-        f"Exporter: {spans_count} spans (2 KB of messages each) export() -> queryable rows "
-        f"in {elapsed:.2f} s = {spans_count / elapsed:,.0f} spans/s"
-    )
+    return list(memory.get_finished_spans())
+
+
+def exporter_throughput(spans_count: int, repeats: int) -> None:
+    """Spans/s from export() to rows queryable in the store, against DuckDB's own bulk load of
+    the same rows (already encoded and spooled, so only read_json + INSERT + commit are timed,
+    on a plain connection with DuckDB's default settings). Both in each repeat, alternately."""
+    import duckdb
+    from finetuner_otel.exporters import DuckDBSpanExporter
+
+    from finetuner_otel import Store
+    from finetuner_otel.store._rows import span_to_line
+    from finetuner_otel.store._schema import migrate
+    from finetuner_otel.store._spool import _INSERT, pending_files, write_spool
+
+    spans = _bench_spans(spans_count)
+    lines = [span_to_line(span) for span in spans]
+    ours: list[float] = []
+    alone: list[float] = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "bench.duckdb"
+            exporter = DuckDBSpanExporter(db)  # default settings, as instrument() uses them
+            start = time.perf_counter()
+            for i in range(0, len(spans), 512):  # BatchSpanProcessor's default batch size
+                exporter.export(spans[i : i + 512])
+            exporter.force_flush()
+            count = Store(db).sql("SELECT count(*) FROM calls").rows[0][0]
+            ours.append(spans_count / (time.perf_counter() - start))
+            exporter.shutdown()
+            assert count == spans_count, count
+
+            spool = Path(tmp) / "baseline.spool"
+            for i in range(0, len(lines), 512):
+                write_spool(spool, lines[i : i + 512])
+            files = [str(f) for f in pending_files(spool)]
+            con = duckdb.connect(str(Path(tmp) / "baseline.duckdb"))
+            migrate(con, "baseline")
+            start = time.perf_counter()
+            con.execute("BEGIN TRANSACTION")
+            con.execute(_INSERT, [files])
+            con.execute("COMMIT")
+            count = con.execute("SELECT count(*) FROM calls").fetchone()[0]  # type: ignore[index]
+            alone.append(spans_count / (time.perf_counter() - start))
+            con.close()
+            assert count == spans_count, count
+    print(f"Exporter: {spans_count} spans (2 KB of messages each), {repeats} repeats, spans/s")
+
+    def line(label: str, rates: list[float]) -> None:
+        print(
+            f"  {label:58}: median {statistics.median(rates):7,.0f}  "
+            f"(min {min(rates):,.0f}, max {max(rates):,.0f})"
+        )
+
+    line("ours: export() -> rows queryable in the store", ours)
+    line("DuckDB alone: bulk load of the same rows (read_json + INSERT)", alone)
+    ratios = [a / b for a, b in zip(ours, alone, strict=True)]
+    print(f"  ratio ours / DuckDB alone, per repeat: median {statistics.median(ratios):.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
     parser.add_argument("--rounds-of", choices=["plain", "stream"], help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=5, help=argparse.SUPPRESS)
-    parser.add_argument("--calls", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=100, help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds_of:
@@ -265,11 +340,11 @@ def main() -> None:
         return
     print(f"Python {sys.version.split()[0]} on {os.cpu_count()} CPUs")
     if args.quick:
-        overhead(processes=1, rounds=4, calls=300)
-        exporter_throughput(5000)
+        overhead(processes=1, rounds=20, calls=20)
+        exporter_throughput(5000, repeats=2)
     else:
-        overhead(processes=3, rounds=6, calls=1000)
-        exporter_throughput(20000)
+        overhead(processes=3, rounds=100, calls=20)
+        exporter_throughput(20000, repeats=5)
 
 
 if __name__ == "__main__":
