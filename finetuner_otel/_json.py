@@ -8,13 +8,6 @@ from typing import Any
 
 
 def _fallback(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):  # pydantic models (the SDK's own types, user response formats)
-        return dump(mode="json", exclude_unset=True)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
     if isinstance(value, type):  # e.g. response_format=MyPydanticModel
         schema = getattr(value, "model_json_schema", None)
         return (
@@ -22,6 +15,13 @@ def _fallback(value: Any) -> Any:
             if schema
             else (value.__qualname__)
         )
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # pydantic models (the SDK's own types, user response formats)
+        return dump(mode="json", exclude_unset=True)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
     return repr(value)
 
 

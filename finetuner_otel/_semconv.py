@@ -33,6 +33,7 @@ SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
 HTTP_STATUS_CODE = "http.response.status_code"
+OPENAI_API_TYPE = "openai.api.type"  # chat_completions | responses
 
 # finetuner-otel's own
 DATASET = "finetuner.dataset"

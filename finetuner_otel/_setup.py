@@ -87,6 +87,8 @@ class Instrumentation:
         return self.processor.force_flush(int(timeout * 1000))
 
     def open_store(self) -> Store:
+        """The store, after a flush, so it shows every call made so far."""
+        self.flush()
         return Store(self.settings.db_path, spool_dir=self.settings.spool_dir)
 
     def shutdown(self) -> None:

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 import finetuner_otel
-from finetuner_otel.instrumentation import _content
+from finetuner_otel.instrumentation import _apis
 from finetuner_otel.testing import ErrorReply, OpenAIServer, Reply
 
 from .conftest import rows
@@ -69,8 +69,7 @@ def test_failing_request_capture_leaves_the_call_untouched(
     def broken(*args, **kwargs):
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(_content, "request_attributes", broken)
-    monkeypatch.setattr("finetuner_otel.instrumentation._call.request_attributes", broken)
+    monkeypatch.setattr(_apis.CHAT, "request_attributes", broken)
     result = _call(server.client(), dataset_name="x")
     assert result.choices[0].message.content == "You said: hi"
     assert "dataset_name" not in server.requests[-1].json
@@ -85,7 +84,7 @@ def test_failing_response_capture_ends_the_span_as_untrainable(
     def broken(*args, **kwargs):
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr("finetuner_otel.instrumentation._call.response_attributes", broken)
+    monkeypatch.setattr(_apis.CHAT, "response_attributes", broken)
     result = _call(server.client())
     assert result.choices[0].message.content == "You said: hi"
     [row] = rows(capture)

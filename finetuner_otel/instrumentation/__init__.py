@@ -39,17 +39,41 @@ from wrapt import wrap_function_wrapper
 
 from .._settings import Settings, check_dataset_name
 from ..version import __version__
-from ._patch import async_chat_create, chat_create
+from ._apis import CHAT, RESPONSES, Api
+from ._patch import async_traced, stream_helper, sync_traced
 from .package import _instruments
 
 _CHAT_MODULE = "openai.resources.chat.completions"
+_RESPONSES_MODULE = "openai.resources.responses"
+# (module, class, method, api, async). ``parse`` posts the request itself rather than calling
+# ``create``; the ``stream`` helpers and ``with_raw_response`` / ``with_streaming_response`` do
+# call ``create`` (bound when first used, so a client that used them before instrument() keeps
+# the unpatched method: see the README).
+_PATCHES: list[tuple[str, str, str, Api, bool]] = [
+    (_CHAT_MODULE, "Completions", "create", CHAT, False),
+    (_CHAT_MODULE, "AsyncCompletions", "create", CHAT, True),
+    (_CHAT_MODULE, "Completions", "parse", CHAT, False),
+    (_CHAT_MODULE, "AsyncCompletions", "parse", CHAT, True),
+    (_RESPONSES_MODULE, "Responses", "create", RESPONSES, False),
+    (_RESPONSES_MODULE, "AsyncResponses", "create", RESPONSES, True),
+    (_RESPONSES_MODULE, "Responses", "parse", RESPONSES, False),
+    (_RESPONSES_MODULE, "AsyncResponses", "parse", RESPONSES, True),
+]
+# The stream helpers call the patched ``create``; they are wrapped only to accept dataset_name.
+_HELPERS = [
+    (_CHAT_MODULE, "Completions", "stream"),
+    (_CHAT_MODULE, "AsyncCompletions", "stream"),
+    (_RESPONSES_MODULE, "Responses", "stream"),
+    (_RESPONSES_MODULE, "AsyncResponses", "stream"),
+]
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
 __all__ = ["OpenAIInstrumentor"]
 
 
 class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Patches the OpenAI SDK's chat-completions methods (sync and async, streaming or not)."""
+    """Patches the OpenAI SDK's chat-completions and Responses methods (``create`` and
+    ``parse``, sync and async, streaming or not)."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -64,13 +88,14 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if default is not None
             else Settings.load().default_dataset
         )
-        wrap_function_wrapper(_CHAT_MODULE, "Completions.create", chat_create(tracer, default))
-        wrap_function_wrapper(
-            _CHAT_MODULE, "AsyncCompletions.create", async_chat_create(tracer, default)
-        )
+        for module, owner, method, api, is_async in _PATCHES:
+            factory = async_traced if is_async else sync_traced
+            wrap_function_wrapper(module, f"{owner}.{method}", factory(tracer, api, default))
+        for module, owner, method in _HELPERS:
+            wrap_function_wrapper(module, f"{owner}.{method}", stream_helper)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import openai.resources.chat.completions as chat
+        import importlib
 
-        unwrap(chat.Completions, "create")
-        unwrap(chat.AsyncCompletions, "create")
+        for module, owner, method in [p[:3] for p in _PATCHES] + _HELPERS:
+            unwrap(getattr(importlib.import_module(module), owner), method)

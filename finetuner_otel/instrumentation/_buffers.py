@@ -95,6 +95,10 @@ class ChatStreamBuffer:
             if reason:
                 buffer.finish_reason = reason
 
+    def finished(self) -> bool:
+        """Every choice has its finish reason (the last chunk of each arrived)."""
+        return bool(self.choices) and all(c.finish_reason for c in self.choices.values())
+
     def attributes(self, incomplete: bool) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
         if self.response_id:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -18,8 +18,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import _semconv as sc
 from .._context import current_dataset
 from .._settings import check_dataset_name
-from ._buffers import ChatStreamBuffer
-from ._content import request_attributes, response_attributes
+
+if TYPE_CHECKING:
+    from ._apis import Api, StreamBuffer
 
 logger = logging.getLogger("finetuner_otel.instrumentation")
 _logged: set[str] = set()
@@ -50,19 +51,21 @@ def resolve_dataset(keyword: Any, default: str) -> str:
 
 
 class ChatCall:
-    """The span of one chat-completions call and what it has collected so far."""
+    """The span of one chat call (either API) and what it has collected so far."""
 
-    __slots__ = ("buffer", "ended", "span")
+    __slots__ = ("api", "buffer", "ended", "span")
 
-    def __init__(self, span: trace.Span) -> None:
+    def __init__(self, span: trace.Span, api: Api) -> None:
         self.span = span
-        self.buffer: ChatStreamBuffer | None = None
+        self.api = api
+        self.buffer: StreamBuffer | None = None
         self.ended = False
 
     @classmethod
     def start(
         cls,
         tracer: trace.Tracer,
+        api: Api,
         instance: Any,
         kwargs: Mapping[str, Any],
         dataset_keyword: Any,
@@ -72,11 +75,11 @@ class ChatCall:
         if not is_instrumentation_enabled():
             return None
         try:
-            attrs = request_attributes(kwargs, instance)
+            attrs = api.request_attributes(kwargs, instance)
             attrs[sc.DATASET] = resolve_dataset(dataset_keyword, default_dataset)
             model = attrs.get(sc.REQUEST_MODEL)
             name = f"{sc.OPERATION_CHAT} {model}" if model else sc.OPERATION_CHAT
-            return cls(tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs))
+            return cls(tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs), api)
         except Exception:
             log_internal_error("the request capture")
             return None
@@ -108,11 +111,11 @@ class ChatCall:
         except Exception:
             log_internal_error("the error capture")
 
-    def complete(self, completion: Any) -> None:
-        """A whole ChatCompletion came back: record it and end the span."""
+    def complete(self, result: Any) -> None:
+        """A whole result (ChatCompletion, Response) came back: record it and end the span."""
         try:
             self.ended = True
-            self.span.set_attributes(response_attributes(completion))
+            self.span.set_attributes(self.api.response_attributes(result))
         except Exception:
             self.span.set_attribute(sc.CAPTURE_ERROR, "response")
             log_internal_error("the response capture")
@@ -143,9 +146,13 @@ class ChatCall:
             return
         self.ended = True
         try:
-            if self.buffer is not None:
-                self.span.set_attributes(self.buffer.attributes(incomplete=not exhausted))
-            if not exhausted:
+            buffer = self.buffer
+            # Reaching the end without the final event (finish_reason, response.completed) is
+            # a stream cut short too.
+            complete = exhausted and (buffer is None or buffer.finished())
+            if buffer is not None:
+                self.span.set_attributes(buffer.attributes(incomplete=not complete))
+            if not complete:
                 self.span.set_attribute(sc.INCOMPLETE, True)
         except Exception:
             self.span.set_attribute(sc.CAPTURE_ERROR, "stream end")

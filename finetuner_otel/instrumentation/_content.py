@@ -36,7 +36,7 @@ _NUMERIC_PARAMS = {
     "seed": sc.REQUEST_SEED,
 }
 # Keywords that never describe the model's behaviour (transport) or may carry credentials.
-_NOT_OPTIONS = frozenset(
+NOT_OPTIONS = frozenset(
     {
         "messages",
         "model",
@@ -115,7 +115,7 @@ def _content_part(part: Any) -> dict[str, Any]:
     if kind == "image_url":
         image = field(part, "image_url")
         url = field(image, "url") if not isinstance(image, str) else image
-        out = _media_part(url, "image")
+        out = media_part(url, "image")
         detail = field(image, "detail") if not isinstance(image, str) else None
         if given(detail):
             out["detail"] = detail
@@ -143,7 +143,7 @@ def _content_part(part: Any) -> dict[str, Any]:
     return {"type": str(kind), "openai": part}
 
 
-def _media_part(url: Any, modality: str) -> dict[str, Any]:
+def media_part(url: Any, modality: str) -> dict[str, Any]:
     if isinstance(url, str):
         match = _DATA_URL.match(url)
         if match and match.group("b64"):
@@ -291,17 +291,24 @@ def provider_name(client: Any, host: str | None) -> str:
     return "openai"
 
 
-def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, Any]:
-    """Span attributes known before the call: model, parameters, server, and the input content."""
+def server_attributes(instance: Any) -> dict[str, Any]:
+    """The attributes every call of this client starts with: operation, provider, server."""
     host, port, provider = _server(instance)
     attrs: dict[str, Any] = {sc.OPERATION_NAME: sc.OPERATION_CHAT, sc.PROVIDER_NAME: provider}
-    model = kwargs.get("model")
-    if given(model):
-        attrs[sc.REQUEST_MODEL] = str(model)
     if host:
         attrs[sc.SERVER_ADDRESS] = host
         if port:
             attrs[sc.SERVER_PORT] = port
+    return attrs
+
+
+def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, Any]:
+    """Span attributes known before the call: model, parameters, server, and the input content."""
+    attrs = server_attributes(instance)
+    attrs[sc.OPENAI_API_TYPE] = "chat_completions"
+    model = kwargs.get("model")
+    if given(model):
+        attrs[sc.REQUEST_MODEL] = str(model)
     for key, attr in _NUMERIC_PARAMS.items():
         value = kwargs.get(key)
         if given(value) and isinstance(value, int | float) and not isinstance(value, bool):
@@ -328,7 +335,7 @@ def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, An
     tools: Any = kwargs.get("tools")
     if given(tools):
         attrs[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(tools))
-    options = {k: v for k, v in kwargs.items() if k not in _NOT_OPTIONS and given(v)}
+    options = {k: v for k, v in kwargs.items() if k not in NOT_OPTIONS and given(v)}
     if options:
         attrs[sc.REQUEST_OPTIONS] = dumps(options)
     return attrs
@@ -344,6 +351,10 @@ def output_message(message: Any, finish_reason: Any) -> dict[str, Any]:
     reason = finish_reason if isinstance(finish_reason, str) else "error"
     out["finish_reason"] = semconv_finish_reason(reason)
     return out
+
+
+def is_completion(result: Any) -> bool:
+    return hasattr(result, "choices")
 
 
 def response_attributes(completion: Any) -> dict[str, Any]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import wrapt
 from opentelemetry import trace
 
+from .._context import dataset
+from .._settings import check_dataset_name
+from ._apis import Api
 from ._call import ChatCall, log_internal_error
 from ._stream import AsyncStreamProxy, SyncStreamProxy
 
@@ -15,28 +19,52 @@ DATASET_KEYWORD = "dataset_name"
 
 
 def _prepare(kwargs: dict[str, Any]) -> Any:
-    """Strip our keyword, and make ``messages`` re-iterable so both we and the SDK can read it."""
+    """Strip our keyword, and make ``messages`` / ``input`` re-iterable so both we and the SDK
+    can read them."""
     dataset_keyword = kwargs.pop(DATASET_KEYWORD, None)
-    messages = kwargs.get("messages")
-    if messages is not None and not isinstance(messages, list | tuple | str | dict):
-        try:
-            iter(messages)
-        except TypeError:
-            return dataset_keyword  # not iterable: let the SDK report it as it would
-        kwargs["messages"] = list(messages)  # a generator; the user's own errors propagate
+    for key in ("messages", "input"):
+        value = kwargs.get(key)
+        if value is not None and not isinstance(value, list | tuple | str | dict):
+            try:
+                iter(value)
+            except TypeError:
+                continue  # not iterable: let the SDK report it as it would
+            kwargs[key] = list(value)  # a generator; the user's own errors propagate
     return dataset_keyword
+
+
+def _raw_result(result: Any) -> Any:
+    """The parsed result inside a ``with_raw_response`` response, when reading it is free.
+
+    A non-streamed raw response already holds its body, and ``parse()`` caches what it returns,
+    so the user's own ``parse()`` later gets the very same object. A streamed body is the
+    user's to read: None.
+    """
+    parse = getattr(result, "parse", None)
+    http = getattr(result, "http_response", None)
+    if not callable(parse) or http is None:
+        return None
+    if "text/event-stream" in (http.headers.get("content-type") or ""):
+        return None
+    if not getattr(http, "is_closed", True):  # with_streaming_response: body not read yet
+        return None
+    return parse()
 
 
 def _respond(call: ChatCall, result: Any, proxy: type[SyncStreamProxy | AsyncStreamProxy]) -> Any:
     """Record a successful result; streams come back wrapped, everything else untouched."""
     try:
-        if hasattr(result, "choices"):
+        if call.api.is_result(result):
             call.complete(result)
             return result
         if hasattr(result, "response") and (
             hasattr(result, "__next__") or hasattr(result, "__anext__")
         ):
             return proxy(result, call)
+        parsed = _raw_result(result)
+        if parsed is not None and call.api.is_result(parsed):
+            call.complete(parsed)
+            return result
         call.end_without_response(f"unrecorded result type {type(result).__name__}")
     except Exception:
         log_internal_error("the result handling")
@@ -45,12 +73,14 @@ def _respond(call: ChatCall, result: Any, proxy: type[SyncStreamProxy | AsyncStr
     return result
 
 
-def chat_create(tracer: trace.Tracer, default_dataset: str) -> Wrapper:
+def sync_traced(tracer: trace.Tracer, api: Api, default_dataset: str) -> Wrapper:
+    """The wrapper for a sync SDK method of ``api`` (``create``, ``parse``)."""
+
     def traced(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         dataset_keyword = _prepare(kwargs)
-        call = ChatCall.start(tracer, instance, kwargs, dataset_keyword, default_dataset)
+        call = ChatCall.start(tracer, api, instance, kwargs, dataset_keyword, default_dataset)
         if call is None:
             return wrapped(*args, **kwargs)
         token = call.activate()
@@ -66,7 +96,9 @@ def chat_create(tracer: trace.Tracer, default_dataset: str) -> Wrapper:
     return traced
 
 
-def async_chat_create(tracer: trace.Tracer, default_dataset: str) -> Wrapper:
+def async_traced(tracer: trace.Tracer, api: Api, default_dataset: str) -> Wrapper:
+    """The wrapper for an async SDK method of ``api``."""
+
     async def traced(
         wrapped: Callable[..., Awaitable[Any]],
         instance: Any,
@@ -74,7 +106,7 @@ def async_chat_create(tracer: trace.Tracer, default_dataset: str) -> Wrapper:
         kwargs: dict[str, Any],
     ) -> Any:
         dataset_keyword = _prepare(kwargs)
-        call = ChatCall.start(tracer, instance, kwargs, dataset_keyword, default_dataset)
+        call = ChatCall.start(tracer, api, instance, kwargs, dataset_keyword, default_dataset)
         if call is None:
             return await wrapped(*args, **kwargs)
         token = call.activate()
@@ -88,3 +120,42 @@ def async_chat_create(tracer: trace.Tracer, default_dataset: str) -> Wrapper:
         return _respond(call, result, AsyncStreamProxy)
 
     return traced
+
+
+class _StreamManagerProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """A ``stream()`` helper's manager that makes its request under the call's dataset: the
+    helpers send the request when the ``with`` block is entered, not when they are called."""
+
+    def __init__(self, manager: Any, dataset_name: str) -> None:
+        super().__init__(manager)
+        self._self_dataset = dataset_name
+
+    def __enter__(self) -> Any:
+        with dataset(self._self_dataset):
+            return self.__wrapped__.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self.__wrapped__.__exit__(*exc_info)
+
+    async def __aenter__(self) -> Any:
+        with dataset(self._self_dataset):
+            return await self.__wrapped__.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self.__wrapped__.__aexit__(*exc_info)
+
+
+def stream_helper(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``chat.completions.stream`` / ``responses.stream``: they call the patched ``create``, so
+    all this does is take ``dataset_name`` off the helper's arguments and apply it there."""
+    name = kwargs.pop(DATASET_KEYWORD, None)
+    manager = wrapped(*args, **kwargs)
+    if name is None:
+        return manager
+    try:
+        return _StreamManagerProxy(manager, check_dataset_name(name, source="dataset_name"))
+    except Exception:
+        log_internal_error("the stream helper's dataset_name")
+        return manager

@@ -12,14 +12,13 @@ from typing import Any
 
 import wrapt
 
-from ._buffers import ChatStreamBuffer
 from ._call import ChatCall, log_internal_error
 
 
 class _StreamProxyBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def __init__(self, stream: Any, call: ChatCall) -> None:
         super().__init__(stream)
-        call.buffer = ChatStreamBuffer()
+        call.buffer = call.api.new_buffer()
         self._self_call = call
 
     def __del__(self) -> None:

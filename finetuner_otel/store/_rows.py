@@ -7,7 +7,7 @@ contrib OpenAI instrumentation, OpenLLMetry) become rows too when they carry mes
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -131,7 +131,9 @@ def span_to_line(span: ReadableSpan) -> str:
     _, tools_json = _content(attrs, sc.TOOL_DEFINITIONS)
     _, options_json = _content(attrs, sc.REQUEST_OPTIONS)
     finish_reasons = attrs.get(sc.RESPONSE_FINISH_REASONS)
-    finish_list = list(finish_reasons) if finish_reasons is not None else None
+    finish_list = (
+        [str(r) for r in finish_reasons] if isinstance(finish_reasons, list | tuple) else None
+    )
     reason = _untrainable_reason(
         state,
         attrs,
@@ -213,14 +215,14 @@ def span_to_line(span: ReadableSpan) -> str:
     )
 
 
-_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _text(value: Any) -> str:
     """A JSON string (or null) for a text column; other types are written as their JSON text."""
     if value is None:
         return "null"
-    return _encode_string(value if isinstance(value, str) else dumps(value))  # type: ignore[no-any-return]
+    return _encode_string(value if isinstance(value, str) else dumps(value))
 
 
 def _number(value: Any) -> str:

@@ -39,6 +39,7 @@ class Reply:
     completion_tokens: int | None = None
     chunk_size: int = 4  # characters of content per streamed chunk
     stream_cut_after: int | None = None  # streams: drop the connection after this many chunks
+    reasoning: str | None = None  # Responses API: a reasoning summary before the answer
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,8 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             request = RecordedRequest(
                 "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
             )
-            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            api = _api_for(self.path)
+            if api is None:
                 self._send_json(
                     404, _error_body(f"Unknown path {self.path}", "invalid_request_error")
                 )
@@ -217,8 +219,13 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             elif isinstance(reply, ErrorReply):
                 body_json = _error_body(reply.message, reply.type, reply.code)
                 self._send_json(reply.status, body_json, dict(reply.headers))
+            elif api == "responses":
+                if payload.get("stream"):
+                    self._send_events(_response_events(payload, reply), reply, named=True)
+                else:
+                    self._send_json(200, _response(payload, reply))
             elif payload.get("stream"):
-                self._send_stream(payload, reply)
+                self._send_events(_chunks(payload, reply), reply, named=False)
             else:
                 self._send_json(200, _completion(payload, reply))
 
@@ -238,22 +245,39 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             headers.setdefault("x-request-id", f"req_{next(_ids):016x}")
             self._send(status, json.dumps(obj), headers)
 
-        def _send_stream(self, payload: dict[str, Any], reply: Reply) -> None:
+        def _send_events(self, events: Iterator[str], reply: Reply, named: bool) -> None:
+            """SSE: ``data:`` lines (chat), or ``event:`` + ``data:`` pairs (Responses)."""
             self.send_response(200)
             self.send_header("content-type", "text/event-stream; charset=utf-8")
             self.send_header("transfer-encoding", "chunked")
             self.send_header("x-request-id", f"req_{next(_ids):016x}")
             self.end_headers()
-            for count, chunk in enumerate(_chunks(payload, reply)):
+            for count, event in enumerate(events):
                 if reply.stream_cut_after is not None and count >= reply.stream_cut_after:
                     self.close_connection = True
                     self.wfile.flush()
                     return  # no terminating chunk: the client sees the connection break
-                data = f"data: {chunk}\n\n".encode()
+                if named:
+                    kind = json.loads(event)["type"]
+                    data = f"event: {kind}\ndata: {event}\n\n".encode()
+                else:
+                    data = f"data: {event}\n\n".encode()
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.write(b"0\r\n\r\n")
 
     return Handler
+
+
+def _api_for(path: str) -> str | None:
+    """Which API a request path is for: OpenAI's, or Azure OpenAI's deployment paths."""
+    route = path.split("?", 1)[0].rstrip("/")
+    if route in ("/v1/chat/completions", "/chat/completions") or (
+        route.startswith("/openai/deployments/") and route.endswith("/chat/completions")
+    ):
+        return "chat"
+    if route in ("/v1/responses", "/responses", "/openai/v1/responses"):
+        return "responses"
+    return None
 
 
 def _error_body(message: str, type_: str | None, code: str | None = None) -> dict[str, Any]:
@@ -373,3 +397,188 @@ def _chunks(payload: Mapping[str, Any], reply: Reply) -> Iterator[str]:
     if include_usage:
         yield json.dumps({**base, "choices": [], "usage": _usage(payload, reply, contents)})
     yield "[DONE]"
+
+
+# --- the Responses API -------------------------------------------------------------------
+
+
+def _response_status(reply: Reply) -> tuple[str, dict[str, str] | None]:
+    reason = reply.finish_reason
+    if reason == "length":
+        return "incomplete", {"reason": "max_output_tokens"}
+    if reason == "content_filter":
+        return "incomplete", {"reason": "content_filter"}
+    return "completed", None
+
+
+def _response_items(reply: Reply) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if reply.reasoning is not None:
+        items.append(
+            {
+                "id": f"rs_{next(_ids):024x}",
+                "type": "reasoning",
+                "summary": [{"type": "summary_text", "text": reply.reasoning}],
+            }
+        )
+    content = reply.content[0] if isinstance(reply.content, list) else reply.content
+    if content is not None:
+        items.append(
+            {
+                "id": f"msg_{next(_ids):024x}",
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [
+                    {"type": "output_text", "annotations": [], "logprobs": [], "text": content}
+                ],
+            }
+        )
+    for call in reply.tool_calls:
+        items.append(
+            {
+                "id": f"fc_{next(_ids):024x}",
+                "type": "function_call",
+                "status": "completed",
+                "arguments": call.arguments,
+                "call_id": call.id or f"call_{next(_ids):024x}",
+                "name": call.name,
+            }
+        )
+    return items
+
+
+def _response(
+    payload: Mapping[str, Any],
+    reply: Reply,
+    items: list[dict[str, Any]] | None = None,
+    status: str | None = None,
+) -> dict[str, Any]:
+    """A ``Response`` object as the real API returns it."""
+    final_status, details = _response_status(reply)
+    items = _response_items(reply) if items is None else items
+    content = reply.content[0] if isinstance(reply.content, list) else reply.content
+    output_tokens = reply.completion_tokens
+    if output_tokens is None:
+        output_tokens = _words(content or "") + sum(_words(c.arguments) for c in reply.tool_calls)
+    input_tokens = reply.prompt_tokens
+    if input_tokens is None:
+        input_tokens = _words(payload.get("input") or "") + _words(payload.get("instructions"))
+    status = status or final_status
+    done = status != "in_progress"
+    return {
+        "id": f"resp_{next(_ids):024x}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "background": False,
+        "completed_at": int(time.time()) if status == "completed" else None,
+        "error": None,
+        "incomplete_details": details if done else None,
+        "instructions": payload.get("instructions"),
+        "max_output_tokens": payload.get("max_output_tokens"),
+        "model": reply.model or payload.get("model"),
+        "output": items,
+        "parallel_tool_calls": payload.get("parallel_tool_calls", True),
+        "previous_response_id": payload.get("previous_response_id"),
+        "reasoning": {"effort": None, "summary": None},
+        "store": payload.get("store", True),
+        "temperature": payload.get("temperature", 1.0),
+        "text": payload.get("text") or {"format": {"type": "text"}},
+        "tool_choice": payload.get("tool_choice", "auto"),
+        "tools": payload.get("tools") or [],
+        "top_p": payload.get("top_p", 1.0),
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        }
+        if done
+        else None,
+        "user": None,
+        "metadata": payload.get("metadata") or {},
+    }
+
+
+def _response_events(payload: Mapping[str, Any], reply: Reply) -> Iterator[str]:
+    """The SSE events of a streamed Response, in the order and shape the real API sends."""
+    sequence = itertools.count()
+    items = _response_items(reply)
+    started = _response(payload, reply, items=[], status="in_progress")
+    response_id = started["id"]
+
+    def event(kind: str, **fields: Any) -> str:
+        return json.dumps({"type": kind, **fields, "sequence_number": next(sequence)})
+
+    yield event("response.created", response=started)
+    yield event("response.in_progress", response=started)
+    for index, item in enumerate(items):
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            yield event(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "status": "in_progress", "content": []},
+            )
+            empty = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+            yield event(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                part=empty,
+            )
+            for start in range(0, len(text), max(1, reply.chunk_size)):
+                yield event(
+                    "response.output_text.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    delta=text[start : start + reply.chunk_size],
+                    logprobs=[],
+                )
+            yield event(
+                "response.output_text.done",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                text=text,
+                logprobs=[],
+            )
+            yield event(
+                "response.content_part.done",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                part=item["content"][0],
+            )
+        elif item["type"] == "function_call":
+            yield event(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "status": "in_progress", "arguments": ""},
+            )
+            arguments = item["arguments"]
+            for start in range(0, len(arguments), max(1, reply.chunk_size)):
+                yield event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=arguments[start : start + reply.chunk_size],
+                )
+            yield event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=arguments,
+            )
+        else:
+            yield event("response.output_item.added", output_index=index, item=item)
+        yield event("response.output_item.done", output_index=index, item=item)
+    final = _response(payload, reply, items=items)
+    final["id"] = response_id
+    kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
+    yield event(kind, response=final)
