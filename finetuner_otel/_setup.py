@@ -13,6 +13,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from . import _semconv as sc
 from ._errors import ConfigurationError
@@ -145,8 +146,19 @@ def instrument(
             DuckDBSpanExporter(settings.db_path, spool_dir=settings.spool_dir)
         )
         provider.add_span_processor(processor)
+        capture = None
+        if not owns:
+            # The app's sampler decides which of its traces are kept; the dataset must not
+            # shrink with it. Calls it samples out are recorded through a provider of our own
+            # that samples everything and exports only to the store.
+            capture = TracerProvider(
+                sampler=ALWAYS_ON, resource=provider.resource, shutdown_on_exit=False
+            )
+            capture.add_span_processor(processor)
         OpenAIInstrumentor().instrument(
-            tracer_provider=provider, default_dataset=settings.default_dataset
+            tracer_provider=provider,
+            capture_tracer_provider=capture,
+            default_dataset=settings.default_dataset,
         )
         _active = Instrumentation(settings, provider, processor, owns)
         atexit.register(_active.shutdown)
@@ -164,7 +176,7 @@ def _choose_provider(explicit: Any) -> tuple[TracerProvider, bool]:
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current, False
-    return TracerProvider(resource=Resource.create()), True
+    return TracerProvider(sampler=ALWAYS_ON, resource=Resource.create()), True
 
 
 def uninstrument() -> None:

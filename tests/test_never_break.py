@@ -134,18 +134,27 @@ def test_results_are_identical_to_the_bare_sdk(db, server: OpenAIServer) -> None
 
 
 def test_instrument_is_idempotent_and_uninstrument_restores_the_sdk(db) -> None:
-    original = openai.resources.chat.completions.Completions.create
-    original_async = openai.resources.chat.completions.AsyncCompletions.create
+    import openai.resources.responses as responses
+
+    chat = openai.resources.chat.completions
+    classes = [chat.Completions, chat.AsyncCompletions, responses.Responses]
+    classes.append(responses.AsyncResponses)
+
+    def snapshot() -> dict[tuple[type, str], object]:
+        return {(cls, name): value for cls in classes for name, value in vars(cls).items()}
+
+    original = snapshot()
     first = finetuner_otel.instrument(db)
     assert finetuner_otel.instrument(db) is first
-    assert openai.resources.chat.completions.Completions.create is not original
+    patched = {key for key, value in snapshot().items() if value is not original[key]}
+    assert {name for _, name in patched} == {"create", "parse", "stream"}
+    assert len(patched) == 12
     finetuner_otel.uninstrument()
-    assert openai.resources.chat.completions.Completions.create is original
-    assert openai.resources.chat.completions.AsyncCompletions.create is original_async
+    assert snapshot() == original and all(v is original[k] for k, v in snapshot().items())
     again = finetuner_otel.instrument(db)
     assert again is not first
     again.shutdown()
-    assert openai.resources.chat.completions.Completions.create is original
+    assert all(v is original[k] for k, v in snapshot().items())
 
 
 def test_adds_to_an_existing_sdk_provider(db, server: OpenAIServer) -> None:

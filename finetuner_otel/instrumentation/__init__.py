@@ -33,14 +33,14 @@ from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import get_tracer
 from wrapt import wrap_function_wrapper
 
 from .._settings import Settings, check_dataset_name
 from ..version import __version__
 from ._apis import CHAT, RESPONSES, Api
-from ._patch import async_traced, stream_helper, sync_traced
+from ._call import Tracers
+from ._patch import async_traced, stream_helper, sync_traced, unwrap_ours
 from .package import _instruments
 
 _CHAT_MODULE = "openai.resources.chat.completions"
@@ -82,6 +82,13 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         tracer = get_tracer(
             __name__, __version__, kwargs.get("tracer_provider"), schema_url=_SCHEMA_URL
         )
+        capture_provider = kwargs.get("capture_tracer_provider")
+        capture = (
+            get_tracer(__name__, __version__, capture_provider, schema_url=_SCHEMA_URL)
+            if capture_provider is not None
+            else None
+        )
+        tracers = Tracers(tracer, capture)
         default = kwargs.get("default_dataset")
         default = (
             check_dataset_name(default, source="default_dataset")
@@ -90,7 +97,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         for module, owner, method, api, is_async in _PATCHES:
             factory = async_traced if is_async else sync_traced
-            wrap_function_wrapper(module, f"{owner}.{method}", factory(tracer, api, default))
+            wrap_function_wrapper(module, f"{owner}.{method}", factory(tracers, api, default))
         for module, owner, method in _HELPERS:
             wrap_function_wrapper(module, f"{owner}.{method}", stream_helper)
 
@@ -98,4 +105,4 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import importlib
 
         for module, owner, method in [p[:3] for p in _PATCHES] + _HELPERS:
-            unwrap(getattr(importlib.import_module(module), owner), method)
+            unwrap_ours(getattr(importlib.import_module(module), owner), method)

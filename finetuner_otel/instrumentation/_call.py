@@ -7,8 +7,9 @@ and recorded on the span as ``finetuner.capture_error``; it never reaches the us
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -17,6 +18,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import _semconv as sc
 from .._context import current_dataset
+from .._ownership import OurCall, note_our_call
 from .._settings import check_dataset_name
 
 if TYPE_CHECKING:
@@ -50,21 +52,33 @@ def resolve_dataset(keyword: Any, default: str) -> str:
     return current_dataset() or default
 
 
+class Tracers(NamedTuple):
+    """Where spans are made: ``tracer`` (the app's provider), and ``capture``, a provider that
+    samples everything and feeds only our store, for calls the app's sampler drops."""
+
+    tracer: trace.Tracer
+    capture: trace.Tracer | None = None
+
+
 class ChatCall:
     """The span of one chat call (either API) and what it has collected so far."""
 
-    __slots__ = ("api", "buffer", "ended", "span")
+    __slots__ = ("api", "buffer", "current", "ended", "ours", "span")
 
-    def __init__(self, span: trace.Span, api: Api) -> None:
+    def __init__(self, span: trace.Span, api: Api, current: trace.Span | None = None) -> None:
         self.span = span
         self.api = api
+        # The span made current during the call: the app's own, even when it was sampled out
+        # and ``span`` is our capture span (so the app's sampling decision holds for the rest).
+        self.current = current if current is not None else span
+        self.ours: OurCall | None = None
         self.buffer: StreamBuffer | None = None
         self.ended = False
 
     @classmethod
     def start(
         cls,
-        tracer: trace.Tracer,
+        tracers: Tracers,
         api: Api,
         instance: Any,
         kwargs: Mapping[str, Any],
@@ -79,14 +93,34 @@ class ChatCall:
             attrs[sc.DATASET] = resolve_dataset(dataset_keyword, default_dataset)
             model = attrs.get(sc.REQUEST_MODEL)
             name = f"{sc.OPERATION_CHAT} {model}" if model else sc.OPERATION_CHAT
-            return cls(tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs), api)
+            span = tracers.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+            current = None
+            capture = tracers.capture
+            if capture is not None and not span.is_recording():
+                # The app's sampler dropped this span; the dataset must not shrink with it.
+                span, current = (
+                    capture.start_span(name, kind=SpanKind.CLIENT, attributes=attrs),
+                    span,
+                )
+            call = cls(span, api, current=current)
+            start = getattr(span, "start_time", None)
+            if start is not None:
+                trace_id = span.get_span_context().trace_id
+                call.ours = note_our_call(trace_id, start, model)
+            return call
         except Exception:
             log_internal_error("the request capture")
             return None
 
+    def _end(self) -> None:
+        self.span.end()
+        ours = self.ours
+        if ours is not None:
+            ours.end = getattr(self.span, "end_time", None) or time.time_ns()
+
     def activate(self) -> object:
         """Make the span current while the SDK sends the request (so HTTP spans nest under it)."""
-        return otel_context.attach(trace.set_span_in_context(self.span))
+        return otel_context.attach(trace.set_span_in_context(self.current))
 
     @staticmethod
     def deactivate(token: object) -> None:
@@ -107,7 +141,7 @@ class ChatCall:
                 span.set_attributes(self.buffer.attributes(incomplete=True))
                 span.set_attribute(sc.INCOMPLETE, True)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            span.end()
+            self._end()
         except Exception:
             log_internal_error("the error capture")
 
@@ -120,12 +154,12 @@ class ChatCall:
             self.span.set_attribute(sc.CAPTURE_ERROR, "response")
             log_internal_error("the response capture")
         finally:
-            self.span.end()
+            self._end()
 
     def end_without_response(self, reason: str) -> None:
         self.ended = True
         self.span.set_attribute(sc.CAPTURE_ERROR, reason)
-        self.span.end()
+        self._end()
 
     # --- streams -------------------------------------------------------------------------
 
@@ -158,4 +192,4 @@ class ChatCall:
             self.span.set_attribute(sc.CAPTURE_ERROR, "stream end")
             log_internal_error("the stream end")
         finally:
-            self.span.end()
+            self._end()

@@ -6,16 +6,41 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import wrapt
-from opentelemetry import trace
 
 from .._context import dataset
 from .._settings import check_dataset_name
 from ._apis import Api
-from ._call import ChatCall, log_internal_error
+from ._call import ChatCall, Tracers, log_internal_error
 from ._stream import AsyncStreamProxy, SyncStreamProxy
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 DATASET_KEYWORD = "dataset_name"
+_MARK = "_finetuner_otel_wrapper"
+
+
+def mark_ours(wrapper: Wrapper) -> Wrapper:
+    """Tag a wrapper function as ours, so uninstrument() can find it among others' wrappers."""
+    setattr(wrapper, _MARK, True)
+    return wrapper
+
+
+def unwrap_ours(owner: type, name: str) -> None:
+    """Remove our wrapper of ``owner.name`` wherever it sits in a chain of wrapt wrappers.
+
+    ``opentelemetry.instrumentation.utils.unwrap`` removes the outermost wrapper, whoever made
+    it: with another instrumentation wrapped around ours, it would remove theirs and leave ours.
+    """
+    parent: Any = None
+    current = owner.__dict__.get(name)
+    while isinstance(current, wrapt.FunctionWrapper):
+        if getattr(current._self_wrapper, _MARK, False):
+            inner = current.__wrapped__
+            if parent is None:
+                setattr(owner, name, inner)
+            else:
+                parent.__wrapped__ = inner
+            return
+        parent, current = current, current.__wrapped__
 
 
 def _prepare(kwargs: dict[str, Any]) -> Any:
@@ -73,14 +98,14 @@ def _respond(call: ChatCall, result: Any, proxy: type[SyncStreamProxy | AsyncStr
     return result
 
 
-def sync_traced(tracer: trace.Tracer, api: Api, default_dataset: str) -> Wrapper:
+def sync_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
     """The wrapper for a sync SDK method of ``api`` (``create``, ``parse``)."""
 
     def traced(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         dataset_keyword = _prepare(kwargs)
-        call = ChatCall.start(tracer, api, instance, kwargs, dataset_keyword, default_dataset)
+        call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, default_dataset)
         if call is None:
             return wrapped(*args, **kwargs)
         token = call.activate()
@@ -93,10 +118,10 @@ def sync_traced(tracer: trace.Tracer, api: Api, default_dataset: str) -> Wrapper
             call.deactivate(token)
         return _respond(call, result, SyncStreamProxy)
 
-    return traced
+    return mark_ours(traced)
 
 
-def async_traced(tracer: trace.Tracer, api: Api, default_dataset: str) -> Wrapper:
+def async_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
     """The wrapper for an async SDK method of ``api``."""
 
     async def traced(
@@ -106,7 +131,7 @@ def async_traced(tracer: trace.Tracer, api: Api, default_dataset: str) -> Wrappe
         kwargs: dict[str, Any],
     ) -> Any:
         dataset_keyword = _prepare(kwargs)
-        call = ChatCall.start(tracer, api, instance, kwargs, dataset_keyword, default_dataset)
+        call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, default_dataset)
         if call is None:
             return await wrapped(*args, **kwargs)
         token = call.activate()
@@ -119,7 +144,7 @@ def async_traced(tracer: trace.Tracer, api: Api, default_dataset: str) -> Wrappe
             call.deactivate(token)
         return _respond(call, result, AsyncStreamProxy)
 
-    return traced
+    return mark_ours(traced)
 
 
 class _StreamManagerProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
@@ -145,6 +170,7 @@ class _StreamManagerProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         return await self.__wrapped__.__aexit__(*exc_info)
 
 
+@mark_ours
 def stream_helper(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:

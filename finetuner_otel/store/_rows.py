@@ -16,6 +16,7 @@ from opentelemetry.trace import StatusCode
 
 from .. import _semconv as sc
 from .._json import dumps
+from .._ownership import traced_by_us_too
 from .._settings import DEFAULT_DATASET
 
 # Attributes stored in columns of their own, and so left out of the ``attributes`` column.
@@ -44,9 +45,26 @@ _CUT_OFF = {
 }
 
 
+# The GenAI operations that are one model call with messages in and out (not agents, tools or
+# embeddings): the calls a chat fine-tuning dataset is made of.
+_CALL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
+OUR_SCOPE = "finetuner_otel.instrumentation"
+
+
 def is_genai_span(span: ReadableSpan) -> bool:
+    """A model call span, from our instrumentor or any other that follows the GenAI conventions;
+    not a second record of a call that ours traced too."""
     attrs = span.attributes
-    return bool(attrs) and sc.OPERATION_NAME in attrs  # type: ignore[operator]
+    if not attrs or attrs.get(sc.OPERATION_NAME) not in _CALL_OPERATIONS:
+        return False
+    scope = span.instrumentation_scope
+    if scope is not None and scope.name == OUR_SCOPE:
+        return True
+    ctx = span.get_span_context()
+    start = span.start_time or 0
+    return ctx is None or not traced_by_us_too(
+        ctx.trace_id, start, span.end_time or start, attrs.get(sc.REQUEST_MODEL)
+    )
 
 
 def _no_constant(name: str) -> Any:
