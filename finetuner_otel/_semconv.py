@@ -41,5 +41,7 @@ REQUEST_OPTIONS = "finetuner.request.options"  # JSON: other request parameters 
 INCOMPLETE = "finetuner.incomplete"  # a stream that ended before its last event
 CAPTURE_ERROR = "finetuner.capture_error"  # our own failure while recording this call
 PURPOSE = "finetuner.purpose"  # e.g. "eval": never a training example
+CONTENT_OMITTED = "finetuner.content_omitted"  # a content part over the size cap was left out
+OMITTED_MARKER = "finetuner.omitted"  # key of a content part whose content was left out
 
 OPERATION_CHAT = "chat"

@@ -7,6 +7,10 @@ variable                       default                   meaning
 ``FINETUNER_SPOOL_DIR``        ``<FINETUNER_DB>.spool``  where spans wait for ingest
 ``FINETUNER_DATASET``          ``default``               dataset of calls not tagged otherwise
 ``FINETUNER_INGEST_INTERVAL``  ``1.0``                   seconds between background ingests
+``FINETUNER_MAX_CONTENT_SIZE`` ``20000000``              characters of one content part (an
+                                                         image, audio, a file, a text) above
+                                                         which it is left out and the call
+                                                         marked not trainable
 =============================  ========================  ======================================
 """
 
@@ -22,6 +26,8 @@ from pathlib import Path
 from ._errors import ConfigurationError
 
 DEFAULT_DB = "finetuner.duckdb"
+# OpenAI accepts images of up to 10 MB in fine-tuning data: as base64, 13.4M characters.
+DEFAULT_MAX_CONTENT_SIZE = 20_000_000
 DEFAULT_DATASET = "default"
 _MAX_DATASET_NAME = 200
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -55,6 +61,7 @@ class Settings:
     spool_dir: Path
     default_dataset: str = DEFAULT_DATASET
     ingest_interval: float = 1.0
+    max_content_size: int = DEFAULT_MAX_CONTENT_SIZE
 
     @classmethod
     def load(
@@ -93,9 +100,20 @@ class Settings:
             raise ConfigurationError(
                 f"the ingest interval must be a finite number of seconds >= 0, got {interval!r}"
             )
+        raw_size = env.get("FINETUNER_MAX_CONTENT_SIZE", str(DEFAULT_MAX_CONTENT_SIZE))
+        try:
+            max_content_size = int(raw_size)
+        except ValueError:
+            max_content_size = 0
+        if max_content_size <= 0:
+            raise ConfigurationError(
+                f"FINETUNER_MAX_CONTENT_SIZE must be a whole number of characters > 0, got "
+                f"{raw_size!r}"
+            )
         return cls(
             db_path=db_path.absolute(),
             spool_dir=spool_path.absolute(),
             default_dataset=dataset,
             ingest_interval=interval,
+            max_content_size=max_content_size,
         )

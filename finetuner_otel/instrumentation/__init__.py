@@ -36,8 +36,9 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.trace import get_tracer
 from wrapt import wrap_function_wrapper
 
-from .._settings import Settings, check_dataset_name
+from .._settings import Settings
 from ..version import __version__
+from . import _content
 from ._apis import CHAT, RESPONSES, Api
 from ._call import Tracers
 from ._patch import async_traced, stream_helper, sync_traced, unwrap_ours
@@ -89,12 +90,9 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             else None
         )
         tracers = Tracers(tracer, capture)
-        default = kwargs.get("default_dataset")
-        default = (
-            check_dataset_name(default, source="default_dataset")
-            if default is not None
-            else Settings.load().default_dataset
-        )
+        settings = Settings.load(default_dataset=kwargs.get("default_dataset"))
+        default = settings.default_dataset
+        _content.LIMIT.size = kwargs.get("max_content_size") or settings.max_content_size
         for module, owner, method, api, is_async in _PATCHES:
             factory = async_traced if is_async else sync_traced
             wrap_function_wrapper(module, f"{owner}.{method}", factory(tracers, api, default))

@@ -16,6 +16,7 @@ import pydantic
 
 from .. import _semconv as sc
 from .._json import dumps
+from .._settings import DEFAULT_MAX_CONTENT_SIZE
 
 try:  # sentinels for "argument not given"; Omit appeared in later SDK releases
     from openai import NotGiven as _NotGiven
@@ -156,12 +157,40 @@ def media_part(url: Any, modality: str) -> dict[str, Any]:
     return {"type": "uri", "modality": modality, "uri": url}
 
 
+class _Limit:
+    """The content size cap (characters of one part), set by the instrumentor."""
+
+    size = DEFAULT_MAX_CONTENT_SIZE
+
+
+LIMIT = _Limit()
+_CAPPED_FIELDS = ("content", "file_data", "uri")
+_OMITTED_KEY = f'"{sc.OMITTED_MARKER}":'
+
+
+def cap(part: dict[str, Any]) -> dict[str, Any]:
+    """Leave out a part's content when it is over the cap, and say so in the part: never cut."""
+    limit = LIMIT.size
+    for key in _CAPPED_FIELDS:
+        value = part.get(key)
+        if isinstance(value, str) and len(value) > limit:
+            part[key] = None
+            part[sc.OMITTED_MARKER] = {"field": key, "size": len(value), "limit": limit}
+    return part
+
+
+def omitted_content(encoded: str) -> bool:
+    """Whether JSON from ``dumps`` holds a part that ``cap`` emptied (the key, unescaped, can
+    only be a key: inside JSON strings its quotes would be escaped)."""
+    return _OMITTED_KEY in encoded
+
+
 def _content_parts(content: Any) -> list[dict[str, Any]]:
     if not given(content):
         return []
     if isinstance(content, str):
-        return [{"type": "text", "content": content}]
-    return [_content_part(part) for part in content]
+        return [cap({"type": "text", "content": content})]
+    return [cap(_content_part(part)) for part in content]
 
 
 def _tool_call_parts(tool_calls: Any) -> list[dict[str, Any]]:
@@ -196,7 +225,12 @@ def input_message(message: Any) -> dict[str, Any]:
     if type(message) is dict and len(message) == 2:  # the common {"role", "content": str}
         role = message.get("role")
         content = message.get("content")
-        if type(content) is str and type(role) is str and role not in ("tool", "function"):
+        if (
+            type(content) is str
+            and type(role) is str
+            and role not in ("tool", "function")
+            and len(content) <= LIMIT.size
+        ):
             return {"role": role, "parts": [{"type": "text", "content": content}]}
     role = field(message, "role")
     content = field(message, "content")
@@ -282,12 +316,31 @@ def _host_and_port(base_url: str) -> tuple[str | None, int | None]:
     return parts.hostname, port
 
 
+# Providers that serve the OpenAI API at a host of their own: the semconv well-known provider
+# names where there is one. Any other host (vLLM, Ollama, a proxy) speaks the OpenAI protocol,
+# and is recorded as "openai" with its server.address.
+_PROVIDER_HOSTS = {
+    "api.groq.com": "groq",
+    "api.mistral.ai": "mistral_ai",
+    "api.deepseek.com": "deepseek",
+    "api.perplexity.ai": "perplexity",
+    "api.x.ai": "x_ai",
+    "api.together.xyz": "together",
+    "api.together.ai": "together",
+    "api.fireworks.ai": "fireworks",
+    "openrouter.ai": "openrouter",
+    "generativelanguage.googleapis.com": "gcp.gemini",
+}
+
+
 def provider_name(client: Any, host: str | None) -> str:
     """The semconv provider name for the client that makes this call."""
     if type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI") or (
         host and host.endswith((".openai.azure.com", ".cognitiveservices.azure.com"))
     ):
         return "azure.ai.openai"
+    if host:
+        return _PROVIDER_HOSTS.get(host.lower(), "openai")
     return "openai"
 
 
@@ -331,7 +384,10 @@ def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, An
 
     messages: Any = kwargs.get("messages")
     if given(messages):
-        attrs[sc.INPUT_MESSAGES] = dumps([input_message(m) for m in messages])
+        encoded = dumps([input_message(m) for m in messages])
+        attrs[sc.INPUT_MESSAGES] = encoded
+        if omitted_content(encoded):
+            attrs[sc.CONTENT_OMITTED] = True
     tools: Any = kwargs.get("tools")
     if given(tools):
         attrs[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(tools))

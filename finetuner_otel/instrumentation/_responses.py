@@ -15,9 +15,11 @@ from .. import _semconv as sc
 from .._json import dumps
 from ._content import (
     NOT_OPTIONS,
+    cap,
     field,
     given,
     media_part,
+    omitted_content,
     server_attributes,
     tool_definitions,
 )
@@ -65,10 +67,10 @@ def _part(part: Any) -> dict[str, Any]:
 
 def _parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
-        return [{"type": "text", "content": content}]
+        return [cap({"type": "text", "content": content})]
     if not given(content):
         return []
-    return [_part(p) for p in content]
+    return [cap(_part(p)) for p in content]
 
 
 def _tool_call(item: Any) -> dict[str, Any]:
@@ -188,7 +190,10 @@ def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, An
         attrs[sc.SYSTEM_INSTRUCTIONS] = dumps([{"type": "text", "content": instructions}])
     items: Any = kwargs.get("input")
     if given(items):
-        attrs[sc.INPUT_MESSAGES] = dumps(input_messages(items))
+        encoded = dumps(input_messages(items))
+        attrs[sc.INPUT_MESSAGES] = encoded
+        if omitted_content(encoded):
+            attrs[sc.CONTENT_OMITTED] = True
     tools: Any = kwargs.get("tools")
     if given(tools):
         attrs[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(tools))

@@ -260,6 +260,8 @@ def _untrainable_reason(
         return "the stream ended before its last event"
     if attrs.get(sc.PURPOSE) == "eval":
         return "an evaluation call"
+    if attrs.get(sc.CONTENT_OMITTED):
+        return "content over the size cap was left out (FINETUNER_MAX_CONTENT_SIZE)"
     if attrs.get(sc.CAPTURE_ERROR):
         return f"capture failed ({attrs[sc.CAPTURE_ERROR]})"
     if not has_input:
