@@ -337,4 +337,19 @@ def test_foreign_spans_with_awkward_content_are_stored_faithfully(db: Path) -> N
 
 def _row_id(span) -> str:  # type: ignore[no-untyped-def]
     ctx = span.get_span_context()
-    return f"{ctx.trace_id:032x}{ctx.span_id:016x}"
+    return f"{ctx.trace_id:032x}{ctx.span_id:016x}{span.start_time:016x}"
+
+
+def test_apps_that_seed_random_do_not_lose_calls(capture, server: OpenAIServer) -> None:
+    """OTel draws span ids from the global random module: an app (or a test run) that seeds it
+    makes the same ids again, and those calls must not be taken for repeats of each other."""
+    import random
+
+    client = server.client()
+    for i in range(3):
+        random.seed(0)
+        server.enqueue(Reply(f"run {i}"))
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    stored = rows(capture)
+    assert len({(r["trace_id"], r["span_id"]) for r in stored}) == 1  # the ids repeat...
+    assert [r["completion"]["content"] for r in stored] == ["run 0", "run 1", "run 2"]

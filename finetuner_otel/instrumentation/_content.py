@@ -190,6 +190,8 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
         return []
     if isinstance(content, str):
         return [cap({"type": "text", "content": content})]
+    if not isinstance(content, list | tuple):  # not API input; kept as what it is
+        return [{"type": type(content).__name__, "openai": content}]
     return [cap(_content_part(part)) for part in content]
 
 

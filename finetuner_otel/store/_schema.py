@@ -144,7 +144,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         """
         -- One row per GenAI span, as recorded. Read it through the calls view.
         CREATE TABLE recorded_calls (
-            -- trace_id || span_id: the span's identity, so re-ingesting a spool file is a no-op
+            -- trace_id || span_id || start time in ns (hex): re-ingesting a spool file is a no-op
             id VARCHAR PRIMARY KEY,
             trace_id VARCHAR NOT NULL,
             span_id VARCHAR NOT NULL,
