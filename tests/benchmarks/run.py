@@ -5,7 +5,8 @@
    HTTP transport, so the figure is our cost alone. Short blocks of bare and instrumented calls
    alternate in the same process (see ``run_rounds``); the ratio of the caller's wall-clock time
    per call is taken per round, and its median, min and max are printed, with the CPU time the
-   export and ingest threads spent per call. Non-streaming and streaming.
+   export and ingest threads spent per call. Non-streaming, streaming, and the cost per chunk
+   of a long stream (500 chunks).
 2. Exporter throughput: spans per second from ``export()`` to rows queryable in DuckDB, with 2 KB
    of messages per span.
 
@@ -46,7 +47,10 @@ COMPLETION = {
 }
 
 
-def _sse_body() -> bytes:
+LONG_STREAM_CHUNKS = 500
+
+
+def _sse_body(words: list[str] | None = None) -> bytes:
     base = {
         "id": "chatcmpl-bench",
         "object": "chat.completion.chunk",
@@ -54,10 +58,8 @@ def _sse_body() -> bytes:
         "model": "gpt-4o-mini-2024-07-18",
         "system_fingerprint": "fp_bench",
     }
-    pieces = [{"role": "assistant", "content": ""}] + [
-        {"content": w}
-        for w in ["The", "order", "shipping", "damage", "category", "applies", "here", "."]
-    ]
+    words = words or ["The", "order", "shipping", "damage", "category", "applies", "here", "."]
+    pieces = [{"role": "assistant", "content": ""}] + [{"content": w} for w in words]
     lines = [
         json.dumps(
             {**base, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]}
@@ -85,10 +87,12 @@ def _client():  # type: ignore[no-untyped-def]
 
     body = json.dumps(COMPLETION).encode()
     sse = _sse_body()
+    long_sse = _sse_body([f"w{i} " for i in range(LONG_STREAM_CHUNKS)])
 
     def handler(request):  # type: ignore[no-untyped-def]
         if b'"stream":true' in request.content.replace(b" ", b""):
-            return httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+            data = long_sse if b'"model":"long"' in request.content else sse
+            return httpx.Response(200, content=data, headers={"content-type": "text/event-stream"})
         return httpx.Response(200, content=body, headers={"content-type": "application/json"})
 
     return openai.OpenAI(
@@ -138,11 +142,12 @@ def run_rounds(mode: str, rounds: int, calls: int, db: str) -> None:
         {"role": "system", "content": "You are a support ticket classifier."},
         {"role": "user", "content": PROMPT},
     ]
-    stream = mode == "stream"
+    stream = mode in ("stream", "chunks")
+    model = "long" if mode == "chunks" else "gpt-4o-mini"
 
     def one() -> None:
         result = client.chat.completions.create(
-            model="gpt-4o-mini", messages=messages, temperature=0, stream=stream
+            model=model, messages=messages, temperature=0, stream=stream
         )
         if stream:
             for _ in result:
@@ -188,9 +193,13 @@ def overhead(processes: int, rounds: int, calls: int) -> None:
         f"and {calls} instrumented calls back to back in the same process"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("plain", "stream"):
+        for mode in ("plain", "stream", "chunks"):
+            if mode == "chunks":
+                print(f"  chunks: one streamed call of {LONG_STREAM_CHUNKS} chunks, per chunk:")
             rounds_out: list[dict[str, float]] = []
             background: list[float] = []
+            # A long stream is one call of 500 chunks: fewer of them make as long a round.
+            mode_calls = max(2, calls // 10) if mode == "chunks" else calls
             for i in range(processes):
                 out = subprocess.run(
                     [
@@ -201,7 +210,7 @@ def overhead(processes: int, rounds: int, calls: int) -> None:
                         "--rounds",
                         str(rounds),
                         "--calls",
-                        str(calls),
+                        str(mode_calls),
                         "--db",
                         os.path.join(tmp, f"{mode}-{i}.duckdb"),
                     ],
@@ -216,9 +225,11 @@ def overhead(processes: int, rounds: int, calls: int) -> None:
             bare = statistics.median(r["bare"] for r in rounds_out)
             ours = statistics.median(r["ours"] for r in rounds_out)
             ratios = [r["ours"] / r["bare"] for r in rounds_out]
+            per = LONG_STREAM_CHUNKS if mode == "chunks" else 1
+            unit = "chunk" if mode == "chunks" else "call"
             print(
-                f"  {mode:6} wall-clock per call, median: bare SDK {bare * 1e6:7.1f} µs, "
-                f"instrumented {ours * 1e6:7.1f} µs"
+                f"  {mode:6} wall-clock per {unit}, median: bare SDK {bare / per * 1e6:7.2f} µs, "
+                f"instrumented {ours / per * 1e6:7.2f} µs"
             )
             print(
                 f"  {mode:6} overhead ratio (ours / bare, per round): median "
@@ -330,7 +341,9 @@ def exporter_throughput(spans_count: int, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
-    parser.add_argument("--rounds-of", choices=["plain", "stream"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rounds-of", choices=["plain", "stream", "chunks"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--rounds", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
