@@ -241,10 +241,16 @@ def test_no_credentials_are_stored(capture, server: OpenAIServer, db: Path) -> N
         messages=[{"role": "user", "content": "hi"}],
         extra_headers={"Authorization": "Bearer sk-other-789"},
     )
-    assert capture.flush()
-    data = db.read_bytes()
-    for secret in (b"sk-super-secret-123", b"tok-456", b"sk-other-789"):
-        assert secret not in data
+    client.responses.create(model="m", input="hi", extra_headers={"api-key": "az-key-000"})
+    client.chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": "raw"}], extra_query={"key": "q-key-111"}
+    )
+    assert len(rows(capture)) == 3
+    written = [db.read_bytes()]
+    written += [f.read_bytes() for f in db.parent.rglob("*") if f.is_file() and f != db]
+    secrets = (b"sk-super-secret-123", b"tok-456", b"sk-other-789", b"az-key-000", b"q-key-111")
+    for secret in secrets:
+        assert all(secret not in data for data in written)
 
 
 def _foreign_spans(attribute_sets: list[dict], error: str | None = None) -> list:
