@@ -336,3 +336,39 @@ def test_replayed_responses_error(capture, server: OpenAIServer) -> None:
         server.client(max_retries=0).responses.create(**request)
     [row] = rows(capture)
     assert row["status"] == "error" and row["error_type"] == type(raised.value).__qualname__
+
+
+def test_raw_response_wrappers_bound_before_instrument_are_recorded(
+    db: Path, server: OpenAIServer
+) -> None:
+    import finetuner_otel
+
+    client = server.client()
+    raw_chat = client.chat.completions.with_raw_response  # bound now, before instrument()
+    raw_responses = client.responses.with_raw_response
+    streaming = client.chat.completions.with_streaming_response
+    handle = finetuner_otel.instrument(db)
+    try:
+        with finetuner_otel.dataset("early"):
+            server.enqueue(Reply("chat, raw"), Reply("responses, raw"), Reply("streamed body"))
+            chat = raw_chat.create(model="m", messages=[{"role": "user", "content": "a"}])
+            assert chat.parse().choices[0].message.content == "chat, raw"
+            resp = raw_responses.create(model="m", input="b")
+            assert resp.parse().output_text == "responses, raw"
+            with streaming.create(
+                model="m", messages=[{"role": "user", "content": "c"}]
+            ) as response:
+                assert json.loads(response.read())["choices"][0]["message"]["content"]
+            # and a call the usual way is still recorded once, not twice
+            server.enqueue(Reply("plain"))
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "d"}])
+        stored = rows(handle)
+    finally:
+        handle.shutdown()
+    assert [(r["dataset"], r["messages"][-1]["content"], r["trainable"]) for r in stored] == [
+        ("early", "a", True),
+        ("early", "b", True),
+        ("early", "c", False),  # a body that was the user's to read
+        ("early", "d", True),
+    ]
+    assert stored[0]["completion"]["content"] == "chat, raw"

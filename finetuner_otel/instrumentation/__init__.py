@@ -1,8 +1,9 @@
 """OpenTelemetry instrumentation of the ``openai`` SDK, made for fine-tuning datasets.
 
-Every chat-completions call becomes a CLIENT span named ``chat {model}`` that follows the
-OpenTelemetry GenAI semantic conventions, with the full content (``gen_ai.input.messages``,
-``gen_ai.output.messages``, ``gen_ai.tool.definitions``) and a ``finetuner.dataset`` attribute.
+Every chat call (chat completions or the Responses API) becomes a CLIENT span named
+``chat {model}`` that follows the OpenTelemetry GenAI semantic conventions, with the full content
+(``gen_ai.input.messages``, ``gen_ai.output.messages``, ``gen_ai.tool.definitions``) and a
+``finetuner.dataset`` attribute.
 
 Usage
 -----
@@ -41,15 +42,22 @@ from ..version import __version__
 from . import _content
 from ._apis import CHAT, RESPONSES, Api
 from ._call import Tracers
-from ._patch import async_traced, stream_helper, sync_traced, unwrap_ours
+from ._patch import (
+    async_request,
+    async_traced,
+    stream_helper,
+    sync_request,
+    sync_traced,
+    unwrap_ours,
+)
 from .package import _instruments
 
 _CHAT_MODULE = "openai.resources.chat.completions"
 _RESPONSES_MODULE = "openai.resources.responses"
 # (module, class, method, api, async). ``parse`` posts the request itself rather than calling
 # ``create``; the ``stream`` helpers and ``with_raw_response`` / ``with_streaming_response`` do
-# call ``create`` (bound when first used, so a client that used them before instrument() keeps
-# the unpatched method: see the README).
+# call ``create`` (bound when first used: one bound before instrument() reaches the safety net
+# below instead).
 _PATCHES: list[tuple[str, str, str, Api, bool]] = [
     (_CHAT_MODULE, "Completions", "create", CHAT, False),
     (_CHAT_MODULE, "AsyncCompletions", "create", CHAT, True),
@@ -66,6 +74,14 @@ _HELPERS = [
     (_CHAT_MODULE, "AsyncCompletions", "stream"),
     (_RESPONSES_MODULE, "Responses", "stream"),
     (_RESPONSES_MODULE, "AsyncResponses", "stream"),
+]
+# The safety net: a request to a chat endpoint that reaches the client's ``request`` without
+# going through the methods above (a ``with_raw_response`` bound before instrument(), a helper a
+# newer SDK adds) is recorded there.
+_CLIENT_MODULE = "openai._base_client"
+_POSTS = [
+    (_CLIENT_MODULE, "SyncAPIClient", "request"),
+    (_CLIENT_MODULE, "AsyncAPIClient", "request"),
 ]
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
@@ -98,9 +114,15 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             wrap_function_wrapper(module, f"{owner}.{method}", factory(tracers, api, default))
         for module, owner, method in _HELPERS:
             wrap_function_wrapper(module, f"{owner}.{method}", stream_helper)
+        wrap_function_wrapper(
+            _CLIENT_MODULE, "SyncAPIClient.request", sync_request(tracers, default)
+        )
+        wrap_function_wrapper(
+            _CLIENT_MODULE, "AsyncAPIClient.request", async_request(tracers, default)
+        )
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import importlib
 
-        for module, owner, method in [p[:3] for p in _PATCHES] + _HELPERS:
+        for module, owner, method in [p[:3] for p in _PATCHES] + _HELPERS + _POSTS:
             unwrap_ours(getattr(importlib.import_module(module), owner), method)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import wrapt
 
 from .._context import dataset
 from .._settings import check_dataset_name
-from ._apis import Api
+from ._apis import CHAT, RESPONSES, Api
 from ._call import ChatCall, Tracers, log_internal_error
 from ._stream import AsyncStreamProxy, SyncStreamProxy
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 DATASET_KEYWORD = "dataset_name"
 _MARK = "_finetuner_otel_wrapper"
+# True while one of our wrappers is inside the SDK method it traces: the request it posts is
+# already being recorded.
+IN_TRACED_CALL: ContextVar[bool] = ContextVar("finetuner_otel_in_traced_call", default=False)
 
 
 def mark_ours(wrapper: Wrapper) -> Wrapper:
@@ -109,12 +113,14 @@ def sync_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
         if call is None:
             return wrapped(*args, **kwargs)
         token = call.activate()
+        inside = IN_TRACED_CALL.set(True)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
         finally:
+            IN_TRACED_CALL.reset(inside)
             call.deactivate(token)
         return _respond(call, result, SyncStreamProxy)
 
@@ -135,12 +141,14 @@ def async_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
         if call is None:
             return await wrapped(*args, **kwargs)
         token = call.activate()
+        inside = IN_TRACED_CALL.set(True)
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
         finally:
+            IN_TRACED_CALL.reset(inside)
             call.deactivate(token)
         return _respond(call, result, AsyncStreamProxy)
 
@@ -185,3 +193,89 @@ def stream_helper(
     except Exception:
         log_internal_error("the stream helper's dataset_name")
         return manager
+
+
+# --- the safety net: requests to the chat endpoints made by a way we did not patch -----------
+
+_POSTED_APIS = {"/chat/completions": CHAT, "/responses": RESPONSES}
+
+
+class _Resource:
+    """What the request capture reads of a resource (its client), for a request seen at the
+    client's ``post``."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+
+def _posted(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Api, Mapping[str, Any]] | None:
+    """The API and request body of a request to a chat endpoint that no wrapper of ours is
+    recording (e.g. through a ``with_raw_response`` bound before instrument())."""
+    if IN_TRACED_CALL.get():
+        return None
+    options = args[1] if len(args) > 1 else kwargs.get("options")
+    url = getattr(options, "url", None)
+    api = _POSTED_APIS.get(url) if isinstance(url, str) else None
+    if api is None or getattr(options, "method", None) != "post":
+        return None
+    body = getattr(options, "json_data", None)
+    return (api, body) if isinstance(body, Mapping) else None
+
+
+def sync_request(tracers: Tracers, default_dataset: str) -> Wrapper:
+    """``SyncAPIClient.request``: records chat requests that reached it by an unpatched way.
+
+    (Not ``post``: each resource binds its client's ``post`` when it is made.)"""
+
+    def traced(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        posted = _posted(args, kwargs)
+        if posted is None:
+            return wrapped(*args, **kwargs)
+        api, body = posted
+        call = ChatCall.start(tracers, api, _Resource(instance), body, None, default_dataset)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        token = call.activate()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.deactivate(token)
+        return _respond(call, result, SyncStreamProxy)
+
+    return mark_ours(traced)
+
+
+def async_request(tracers: Tracers, default_dataset: str) -> Wrapper:
+    """``AsyncAPIClient.request``: the same, for the async client."""
+
+    async def traced(
+        wrapped: Callable[..., Awaitable[Any]],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        posted = _posted(args, kwargs)
+        if posted is None:
+            return await wrapped(*args, **kwargs)
+        api, body = posted
+        call = ChatCall.start(tracers, api, _Resource(instance), body, None, default_dataset)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        token = call.activate()
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.deactivate(token)
+        return _respond(call, result, AsyncStreamProxy)
+
+    return mark_ours(traced)
