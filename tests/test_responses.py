@@ -372,3 +372,20 @@ def test_raw_response_wrappers_bound_before_instrument_are_recorded(
         ("early", "d", True),
     ]
     assert stored[0]["completion"]["content"] == "chat, raw"
+
+
+def test_abandoned_responses_stream_is_recorded_when_collected(
+    capture, server: OpenAIServer
+) -> None:
+    import gc
+
+    server.enqueue(Reply("one two three four", chunk_size=2))
+    stream = server.client().responses.create(model="m", input="q", stream=True)
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            break
+    del stream, event
+    gc.collect()
+    [row] = rows(capture)
+    assert row["status"] == "incomplete" and not row["trainable"]
+    assert row["output_messages"][0]["parts"][0]["content"].startswith("on")
