@@ -122,26 +122,34 @@ def _content_part(part: Any) -> dict[str, Any]:
             out["detail"] = detail
         return out
     if kind == "input_audio":
-        audio = field(part, "input_audio")
-        fmt = field(audio, "format")
-        return {
-            "type": "blob",
-            "modality": "audio",
-            "mime_type": f"audio/{fmt}" if fmt else None,
-            "content": field(audio, "data"),
-        }
+        return audio_part(field(part, "input_audio"))
     if kind == "file":
-        file = field(part, "file")
-        out = {"type": "file", "modality": "file"}
-        for key in ("file_id", "filename", "file_data"):
-            value = field(file, key)
-            if given(value):
-                out[key] = value
-        return out
+        return file_part(field(part, "file"), ("file_id", "filename", "file_data"))
     if kind == "refusal":
         return {"type": "refusal", "content": field(part, "refusal")}
     # Unknown part types are kept whole (GenericPart) so nothing is lost.
     return {"type": str(kind), "openai": part}
+
+
+def audio_part(audio: Any) -> dict[str, Any]:
+    """``{"data": base64, "format": "wav"}`` (either API) as a semconv blob part."""
+    fmt = field(audio, "format")
+    return {
+        "type": "blob",
+        "modality": "audio",
+        "mime_type": f"audio/{fmt}" if fmt else None,
+        "content": field(audio, "data"),
+    }
+
+
+def file_part(file: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A file reference or inline file (either API) as a semconv file part."""
+    out = {"type": "file", "modality": "file"}
+    for key in keys:
+        value = field(file, key)
+        if given(value):
+            out[key] = value
+    return out
 
 
 def media_part(url: Any, modality: str) -> dict[str, Any]:
@@ -357,17 +365,25 @@ def server_attributes(instance: Any) -> dict[str, Any]:
     return attrs
 
 
-def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, Any]:
-    """Span attributes known before the call: model, parameters, server, and the input content."""
+def base_request_attributes(
+    kwargs: Mapping[str, Any], instance: Any, api_type: str, numeric: Mapping[str, str]
+) -> dict[str, Any]:
+    """What every API's request gives: operation, provider, server, model, numeric params."""
     attrs = server_attributes(instance)
-    attrs[sc.OPENAI_API_TYPE] = "chat_completions"
+    attrs[sc.OPENAI_API_TYPE] = api_type
     model = kwargs.get("model")
     if given(model):
         attrs[sc.REQUEST_MODEL] = str(model)
-    for key, attr in _NUMERIC_PARAMS.items():
+    for key, attr in numeric.items():
         value = kwargs.get(key)
         if given(value) and isinstance(value, int | float) and not isinstance(value, bool):
             attrs[attr] = value
+    return attrs
+
+
+def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, Any]:
+    """Span attributes known before the call: model, parameters, server, and the input content."""
+    attrs = base_request_attributes(kwargs, instance, "chat_completions", _NUMERIC_PARAMS)
     max_tokens = kwargs.get("max_completion_tokens")
     if not given(max_tokens):
         max_tokens = kwargs.get("max_tokens")

@@ -102,6 +102,42 @@ def _respond(call: ChatCall, result: Any, proxy: type[SyncStreamProxy | AsyncStr
     return result
 
 
+def _call_sync(
+    call: ChatCall, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The SDK call, under its span: the user's errors propagate, the result is recorded."""
+    token = call.activate()
+    inside = IN_TRACED_CALL.set(True)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    finally:
+        IN_TRACED_CALL.reset(inside)
+        call.deactivate(token)
+    return _respond(call, result, SyncStreamProxy)
+
+
+async def _call_async(
+    call: ChatCall,
+    wrapped: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    token = call.activate()
+    inside = IN_TRACED_CALL.set(True)
+    try:
+        result = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    finally:
+        IN_TRACED_CALL.reset(inside)
+        call.deactivate(token)
+    return _respond(call, result, AsyncStreamProxy)
+
+
 def sync_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
     """The wrapper for a sync SDK method of ``api`` (``create``, ``parse``)."""
 
@@ -112,17 +148,7 @@ def sync_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
         call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, default_dataset)
         if call is None:
             return wrapped(*args, **kwargs)
-        token = call.activate()
-        inside = IN_TRACED_CALL.set(True)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            IN_TRACED_CALL.reset(inside)
-            call.deactivate(token)
-        return _respond(call, result, SyncStreamProxy)
+        return _call_sync(call, wrapped, args, kwargs)
 
     return mark_ours(traced)
 
@@ -140,17 +166,7 @@ def async_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
         call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, default_dataset)
         if call is None:
             return await wrapped(*args, **kwargs)
-        token = call.activate()
-        inside = IN_TRACED_CALL.set(True)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            IN_TRACED_CALL.reset(inside)
-            call.deactivate(token)
-        return _respond(call, result, AsyncStreamProxy)
+        return await _call_async(call, wrapped, args, kwargs)
 
     return mark_ours(traced)
 
@@ -239,15 +255,7 @@ def sync_request(tracers: Tracers, default_dataset: str) -> Wrapper:
         call = ChatCall.start(tracers, api, _Resource(instance), body, None, default_dataset)
         if call is None:
             return wrapped(*args, **kwargs)
-        token = call.activate()
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            call.deactivate(token)
-        return _respond(call, result, SyncStreamProxy)
+        return _call_sync(call, wrapped, args, kwargs)
 
     return mark_ours(traced)
 
@@ -268,14 +276,6 @@ def async_request(tracers: Tracers, default_dataset: str) -> Wrapper:
         call = ChatCall.start(tracers, api, _Resource(instance), body, None, default_dataset)
         if call is None:
             return await wrapped(*args, **kwargs)
-        token = call.activate()
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            call.deactivate(token)
-        return _respond(call, result, AsyncStreamProxy)
+        return await _call_async(call, wrapped, args, kwargs)
 
     return mark_ours(traced)

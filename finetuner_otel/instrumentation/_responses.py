@@ -15,12 +15,14 @@ from .. import _semconv as sc
 from .._json import dumps
 from ._content import (
     NOT_OPTIONS,
+    audio_part,
+    base_request_attributes,
     cap,
     field,
+    file_part,
     given,
     media_part,
     omitted_content,
-    server_attributes,
     tool_definitions,
 )
 
@@ -47,21 +49,9 @@ def _part(part: Any) -> dict[str, Any]:
             out["detail"] = detail
         return out
     if kind == "input_file":
-        out = {"type": "file", "modality": "file"}
-        for key in ("file_id", "filename", "file_data", "file_url"):
-            value = field(part, key)
-            if given(value):
-                out[key] = value
-        return out
+        return file_part(part, ("file_id", "filename", "file_data", "file_url"))
     if kind == "input_audio":
-        audio = field(part, "input_audio")
-        fmt = field(audio, "format")
-        return {
-            "type": "blob",
-            "modality": "audio",
-            "mime_type": f"audio/{fmt}" if fmt else None,
-            "content": field(audio, "data"),
-        }
+        return audio_part(field(part, "input_audio"))
     return {"type": str(kind), "openai": part}  # kept whole, so nothing is lost
 
 
@@ -173,15 +163,7 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
 
 def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, Any]:
     """Span attributes known before a Responses call."""
-    attrs = server_attributes(instance)
-    attrs[sc.OPENAI_API_TYPE] = "responses"
-    model = kwargs.get("model")
-    if given(model):
-        attrs[sc.REQUEST_MODEL] = str(model)
-    for key, attr in _NUMERIC_PARAMS.items():
-        value = kwargs.get(key)
-        if given(value) and isinstance(value, int | float) and not isinstance(value, bool):
-            attrs[attr] = value
+    attrs = base_request_attributes(kwargs, instance, "responses", _NUMERIC_PARAMS)
     max_tokens = kwargs.get("max_output_tokens")
     if given(max_tokens) and isinstance(max_tokens, int):
         attrs[sc.REQUEST_MAX_TOKENS] = max_tokens
