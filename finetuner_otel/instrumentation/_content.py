@@ -427,19 +427,25 @@ def output_message(message: Any, finish_reason: Any) -> dict[str, Any]:
     return out
 
 
+def response_identity(result: Any) -> dict[str, Any]:
+    """``gen_ai.response.id`` and ``gen_ai.response.model`` of a whole result (either API)."""
+    attrs: dict[str, Any] = {}
+    response_id = field(result, "id")
+    if response_id:
+        attrs[sc.RESPONSE_ID] = response_id
+    model = field(result, "model")
+    if model:
+        attrs[sc.RESPONSE_MODEL] = model
+    return attrs
+
+
 def is_completion(result: Any) -> bool:
     return hasattr(result, "choices")
 
 
 def response_attributes(completion: Any) -> dict[str, Any]:
     """Span attributes from a ChatCompletion: ids, model, finish reasons, usage, output content."""
-    attrs: dict[str, Any] = {}
-    response_id = field(completion, "id")
-    if response_id:
-        attrs[sc.RESPONSE_ID] = response_id
-    model = field(completion, "model")
-    if model:
-        attrs[sc.RESPONSE_MODEL] = model
+    attrs = response_identity(completion)
     choices = field(completion, "choices") or ()
     reasons = []
     messages = []

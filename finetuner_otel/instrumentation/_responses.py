@@ -23,6 +23,7 @@ from ._content import (
     given,
     media_part,
     omitted_content,
+    response_identity,
     tool_definitions,
 )
 
@@ -216,13 +217,7 @@ def output_message(response: Any) -> tuple[dict[str, Any], str]:
 
 def response_attributes(response: Any) -> dict[str, Any]:
     """Span attributes from a whole ``Response``."""
-    attrs: dict[str, Any] = {}
-    response_id = field(response, "id")
-    if response_id:
-        attrs[sc.RESPONSE_ID] = response_id
-    model = field(response, "model")
-    if model:
-        attrs[sc.RESPONSE_MODEL] = model
+    attrs = response_identity(response)
     message, reason = output_message(response)
     attrs[sc.RESPONSE_FINISH_REASONS] = (reason,)
     attrs[sc.OUTPUT_MESSAGES] = dumps([message])
