@@ -26,8 +26,12 @@ def _fallback(value: Any) -> Any:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_fallback)
+_SORTED_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_fallback, sort_keys=True
+)
 
 
-def dumps(value: Any) -> str:
-    """Encode ``value`` as compact JSON, turning SDK objects and bytes into plain JSON values."""
-    return _ENCODER.encode(value)
+def dumps(value: Any, *, sort_keys: bool = False) -> str:
+    """Encode ``value`` as compact JSON, turning SDK objects and bytes into plain JSON values.
+    ``sort_keys`` gives one text for equal values, for comparing them."""
+    return (_SORTED_ENCODER if sort_keys else _ENCODER).encode(value)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +55,17 @@ def load_examples(rows: Sequence[tuple[Any, ...]]) -> list[Example]:
     ]
 
 
+def _count(n: object, method: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigurationError(f"{method}() takes a whole number >= 0, got {n!r}")
+    return n
+
+
+def _check_seed(seed: object, method: str) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigurationError(f"{method}() seed must be an integer, got {seed!r}")
+
+
 def _unit_interval(seed: int, example_id: str) -> float:
     digest = hashlib.blake2b(f"{seed}:{example_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
@@ -93,6 +105,62 @@ class Dataset(Sequence[Example]):
         size = f"{len(self._examples)} examples" if self._examples is not None else "not loaded"
         return f"Dataset({self.name!r}, {size})"
 
+    def filter(self, predicate: Callable[[Example], bool]) -> Dataset:
+        """The examples for which ``predicate(example)`` is true, in order."""
+        if not callable(predicate):
+            raise ConfigurationError(
+                f"filter() takes a function of an Example, got {predicate!r}; e.g. "
+                f"ds.filter(lambda e: len(e.messages) <= 4)"
+            )
+        return Dataset(self.name, [e for e in self.examples if predicate(e)])
+
+    def head(self, n: int) -> Dataset:
+        """The first ``n`` examples (oldest first)."""
+        return Dataset(self.name, self.examples[: _count(n, "head")])
+
+    def sample(self, n: int, seed: int = 0) -> Dataset:
+        """``n`` examples (all, if there are fewer), in dataset order.
+
+        Chosen by a hash of ``seed`` and each example's id, like ``split``: the same seed picks
+        the same examples, and as the dataset grows an example leaves the sample only for a
+        new one that hashes lower.
+        """
+        n = _count(n, "sample")
+        _check_seed(seed, "sample")
+        chosen = {e.id for e in sorted(self.examples, key=lambda e: _unit_interval(seed, e.id))[:n]}
+        return Dataset(self.name, [e for e in self.examples if e.id in chosen])
+
+    def dedupe(self, keep: str = "latest") -> Dataset:
+        """One example per distinct input (its messages and tools), in dataset order.
+
+        ``keep="latest"`` keeps the most recent call; ``keep="most_common"`` keeps the most
+        recent call among those with the input's most frequent completion (a majority vote
+        over repeated answers).
+        """
+        if keep not in ("latest", "most_common"):
+            raise ConfigurationError(
+                f"dedupe(keep=...) takes 'latest' or 'most_common', got {keep!r}"
+            )
+        groups: dict[str, list[int]] = {}
+        for index, example in enumerate(self.examples):
+            key = dumps([example.messages, example.tools], sort_keys=True)
+            groups.setdefault(key, []).append(index)
+        kept: set[int] = set()
+        for indexes in groups.values():
+            if keep == "latest":
+                kept.add(indexes[-1])
+                continue
+            votes = Counter(dumps(self.examples[i].completion, sort_keys=True) for i in indexes)
+            best = max(votes.values())
+            kept.add(
+                next(
+                    i
+                    for i in reversed(indexes)
+                    if votes[dumps(self.examples[i].completion, sort_keys=True)] == best
+                )
+            )
+        return Dataset(self.name, [e for i, e in enumerate(self.examples) if i in kept])
+
     def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
         """Split into (train, validation), ``fraction`` of the examples going to train.
 
@@ -110,8 +178,7 @@ class Dataset(Sequence[Example]):
                 f"split() fraction must be between 0 and 1 (exclusive), got {fraction!r}; "
                 f"e.g. split(0.8) keeps 80% for training"
             )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigurationError(f"split() seed must be an integer, got {seed!r}")
+        _check_seed(seed, "split")
         train: list[Example] = []
         val: list[Example] = []
         for example in self.examples:

@@ -6,12 +6,13 @@ import contextlib
 import difflib
 import os
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
 
-from .._errors import DatasetNotFoundError, StoreError, StoreLockedError
+from .._errors import ConfigurationError, DatasetNotFoundError, StoreError, StoreLockedError
 from .._settings import Settings
 from ._connection import connect
 from ._dataset import Dataset, Example, load_examples
@@ -143,8 +144,23 @@ class Store:
         result = self._query("SELECT name, examples, calls, errors FROM datasets ORDER BY name")
         return [DatasetSummary(*row) for row in result]
 
-    def get_dataset(self, name: str) -> Dataset:
-        """The trainable examples of dataset ``name``; DatasetNotFoundError if it has no calls."""
+    def get_dataset(
+        self,
+        name: str,
+        *,
+        where: str | None = None,
+        params: Sequence[Any] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+    ) -> Dataset:
+        """The trainable examples of dataset ``name``; DatasetNotFoundError if it has no calls.
+
+        Narrow it with ``model`` (the requested model), a time range (``since`` inclusive,
+        ``until`` exclusive, on the call's start), and ``where``: a SQL predicate over the
+        ``calls`` view, with ``?`` placeholders filled from ``params``, e.g.
+        ``where="input_tokens < ?", params=[1000]``.
+        """
         names = [d.name for d in self.list_datasets()]
         if name not in names:
             close = difflib.get_close_matches(str(name), names, n=3)
@@ -153,12 +169,44 @@ class Store:
             raise DatasetNotFoundError(
                 f"no dataset named {name!r} in {self.path} (datasets: {known}).{hint}"
             )
-        return Dataset(name, lambda: self._examples(name))
+        clauses = ["dataset = ?", "trainable"]
+        values: list[Any] = [name]
+        for value, clause, label in (
+            (since, "started_at >= ?", "since"),
+            (until, "started_at < ?", "until"),
+        ):
+            if value is not None:
+                if not isinstance(value, datetime):
+                    raise ConfigurationError(
+                        f"{label} must be a datetime, got {value!r}; e.g. "
+                        f"datetime(2026, 11, 1, tzinfo=timezone.utc)"
+                    )
+                clauses.append(clause)
+                values.append(value)
+        if model is not None:
+            clauses.append("request_model = ?")
+            values.append(model)
+        if where is not None:
+            if not isinstance(where, str) or not where.strip() or ";" in where:
+                raise ConfigurationError(
+                    f"where must be one SQL predicate over the calls view, got {where!r}; "
+                    f'e.g. where="input_tokens < ?", params=[1000]'
+                )
+            clauses.append(f"({where})")
+            values.extend(params or ())
+        elif params:
+            raise ConfigurationError("params were given without a where predicate to fill")
+        condition = " AND ".join(clauses)
 
-    def _examples(self, name: str) -> list[Example]:
+        def load() -> list[Example]:
+            return self._examples(condition, values)
+
+        return Dataset(name, load)
+
+    def _examples(self, condition: str, values: list[Any]) -> list[Example]:
         result = self._query(
             "SELECT id, dataset, messages, completion, tools, request_model, started_at "
-            "FROM calls WHERE dataset = ? AND trainable ORDER BY started_at, id",
-            [name],
+            f"FROM calls WHERE {condition} ORDER BY started_at, id",
+            values,
         )
         return load_examples(result.rows)
