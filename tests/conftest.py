@@ -65,3 +65,24 @@ def rows(handle: finetuner_otel.Instrumentation, where: str = "true") -> list[di
                 row[key] = json.loads(row[key])
         out.append(row)
     return out
+
+
+CASSETTES = Path(__file__).parent / "cassettes"
+
+
+def load_cassette(name: str) -> tuple[dict[str, Any], Any]:
+    """A recorded exchange (tests/cassettes, see its NOTICE): the request's JSON body, and the
+    response as a RawReply for the local server to send back exactly."""
+    import yaml
+
+    from finetuner_otel.testing import RawReply
+
+    data = yaml.safe_load((CASSETTES / f"{name}.yaml").read_text())
+    interaction = data["interactions"][0]
+    response = interaction["response"]
+    headers = {k: v[0] if isinstance(v, list) else v for k, v in response["headers"].items()}
+    return json.loads(interaction["request"]["body"]), RawReply(
+        response["status"]["code"],
+        response["body"]["string"],
+        {"content-type": headers.get("Content-Type", "application/json")},
+    )

@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-import yaml
 
-from finetuner_otel.testing import OpenAIServer, RawReply
+from finetuner_otel.testing import OpenAIServer
 
-from .conftest import rows
-
-CASSETTES = Path(__file__).parent / "cassettes"
-
-
-def _load(name: str) -> tuple[dict[str, Any], RawReply]:
-    data = yaml.safe_load((CASSETTES / f"{name}.yaml").read_text())
-    interaction = data["interactions"][0]
-    request = json.loads(interaction["request"]["body"])
-    response = interaction["response"]
-    headers = {k: v[0] if isinstance(v, list) else v for k, v in response["headers"].items()}
-    content_type = headers.get("Content-Type", "application/json")
-    return request, RawReply(
-        response["status"]["code"], response["body"]["string"], {"content-type": content_type}
-    )
+from .conftest import load_cassette, rows
 
 
 def _sse_completion(body: str) -> dict[str, Any]:
@@ -82,7 +66,7 @@ def _json_completion(body: str) -> dict[str, Any]:
     ],
 )
 def test_replayed_call_is_stored_exactly(capture, server: OpenAIServer, name: str) -> None:
-    request, reply = _load(name)
+    request, reply = load_cassette(name)
     server.enqueue(reply)
     response = server.client().chat.completions.create(**request, dataset_name="recorded")
     if request.get("stream"):
@@ -103,7 +87,7 @@ def test_replayed_call_is_stored_exactly(capture, server: OpenAIServer, name: st
 
 
 def test_replayed_async_stream(capture, server: OpenAIServer) -> None:
-    request, reply = _load("test_async_chat_completion_streaming")
+    request, reply = load_cassette("test_async_chat_completion_streaming")
     server.enqueue(reply)
 
     async def main() -> None:
@@ -119,7 +103,7 @@ def test_replayed_async_stream(capture, server: OpenAIServer) -> None:
 
 
 def test_replayed_404(capture, server: OpenAIServer) -> None:
-    request, reply = _load("test_chat_completion_404")
+    request, reply = load_cassette("test_chat_completion_404")
     server.enqueue(reply)
     with pytest.raises(openai.NotFoundError):
         server.client(max_retries=0).chat.completions.create(**request)

@@ -11,13 +11,11 @@ from typing import Any
 import openai
 import pydantic
 import pytest
-import yaml
 
-from finetuner_otel.testing import ErrorReply, OpenAIServer, RawReply, Reply, ToolCall
+from finetuner_otel.testing import ErrorReply, OpenAIServer, Reply, ToolCall
 
-from .conftest import rows
+from .conftest import load_cassette, rows
 
-CASSETTES = Path(__file__).parent / "cassettes"
 WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",
@@ -267,18 +265,6 @@ def test_with_streaming_response_is_untouched(capture, server: OpenAIServer) -> 
     assert row["messages"] == [{"role": "user", "content": "q"}]
 
 
-def _cassette(name: str) -> tuple[dict[str, Any], RawReply]:
-    data = yaml.safe_load((CASSETTES / f"{name}.yaml").read_text())
-    interaction = data["interactions"][0]
-    response = interaction["response"]
-    headers = {k: v[0] if isinstance(v, list) else v for k, v in response["headers"].items()}
-    return json.loads(interaction["request"]["body"]), RawReply(
-        response["status"]["code"],
-        response["body"]["string"],
-        {"content-type": headers.get("Content-Type", "application/json")},
-    )
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -289,7 +275,7 @@ def _cassette(name: str) -> tuple[dict[str, Any], RawReply]:
     ],
 )
 def test_replayed_responses_traffic(capture, server: OpenAIServer, name: str) -> None:
-    request, reply = _cassette(name)
+    request, reply = load_cassette(name)
     server.enqueue(reply)
     result = server.client().responses.create(**request)
     if request.get("stream"):
@@ -330,7 +316,7 @@ def test_replayed_responses_traffic(capture, server: OpenAIServer, name: str) ->
 
 
 def test_replayed_responses_error(capture, server: OpenAIServer) -> None:
-    request, reply = _cassette("test_responses_create_api_error")
+    request, reply = load_cassette("test_responses_create_api_error")
     server.enqueue(reply)
     with pytest.raises(openai.APIStatusError) as raised:
         server.client(max_retries=0).responses.create(**request)
