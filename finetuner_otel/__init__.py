@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._context import dataset
 from ._errors import (
+    CallNotFoundError,
     ConfigurationError,
     DatasetNotFoundError,
     FinetunerError,
@@ -54,6 +55,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CallNotFoundError",
     "ConfigurationError",
     "Dataset",
     "DatasetNotFoundError",

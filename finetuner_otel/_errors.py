@@ -40,3 +40,10 @@ class DatasetNotFoundError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class CallNotFoundError(StoreError, KeyError):
+    """No call with that id in the store."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""

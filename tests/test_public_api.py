@@ -15,6 +15,7 @@ from .conftest import REPO
 def test_public_names() -> None:
     assert finetuner_otel.__all__ == sorted(finetuner_otel.__all__)
     assert finetuner_otel.__all__ == [
+        "CallNotFoundError",
         "ConfigurationError",
         "Dataset",
         "DatasetNotFoundError",

@@ -209,6 +209,51 @@ MIGRATIONS: list[tuple[str, str]] = [
             FROM recorded_calls GROUP BY dataset;
         """,
     ),
+    (
+        "0002_feedback",
+        """
+        -- What people said about calls: accept, reject, or correct (with the completion to
+        -- train on instead). The latest verdict and the latest correction of a call count.
+        CREATE TABLE feedback (
+            call_id VARCHAR NOT NULL,        -- calls.id
+            kind VARCHAR NOT NULL CHECK (kind IN ('accept', 'reject', 'correct')),
+            completion JSON,                 -- correct: the assistant message to train on
+            note VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        CREATE VIEW call_feedback AS
+            SELECT call_id,
+                   arg_max(kind, created_at) FILTER (WHERE kind <> 'correct') AS verdict,
+                   arg_max(completion, created_at) FILTER (WHERE kind = 'correct')
+                       AS correction
+            FROM feedback GROUP BY call_id;
+        -- A call is a training example when it is trainable, or was corrected (and succeeded),
+        -- and was not rejected; a correction is its training target.
+        CREATE OR REPLACE VIEW examples AS
+            SELECT *,
+                   CASE WHEN tools IS NULL
+                        THEN json_object('messages', json_insert(messages, '$[#]', completion))
+                        ELSE json_object('messages', json_insert(messages, '$[#]', completion),
+                                         'tools', tools)
+                   END AS example
+            FROM (
+                SELECT c.id, c.dataset, c.started_at, c.request_model, c.response_model,
+                       c.messages, coalesce(f.correction, c.completion) AS completion, c.tools,
+                       f.verdict, f.correction IS NOT NULL AS corrected
+                FROM calls c LEFT JOIN call_feedback f ON f.call_id = c.id
+                WHERE (c.trainable OR (f.correction IS NOT NULL AND c.status = 'ok'))
+                  AND f.verdict IS DISTINCT FROM 'reject'
+            );
+        CREATE OR REPLACE VIEW datasets AS
+            SELECT r.dataset AS name,
+                   (SELECT count(*) FROM examples e WHERE e.dataset = r.dataset) AS examples,
+                   count(*) AS calls,
+                   count(*) FILTER (WHERE r.status = 'error') AS errors,
+                   min(r.started_at) AS first_call_at,
+                   max(r.started_at) AS last_call_at
+            FROM recorded_calls r GROUP BY r.dataset;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

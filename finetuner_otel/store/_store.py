@@ -5,18 +5,25 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
 
-from .._errors import ConfigurationError, DatasetNotFoundError, StoreError, StoreLockedError
+from .._errors import (
+    CallNotFoundError,
+    ConfigurationError,
+    DatasetNotFoundError,
+    StoreError,
+    StoreLockedError,
+)
+from .._json import dumps
 from .._settings import Settings
 from ._connection import connect
 from ._dataset import Dataset, Example, load_examples
-from ._schema import applied_migrations, check_version
+from ._schema import applied_migrations, check_version, migrate
 from ._spool import ingest, pending_files
 
 
@@ -169,7 +176,7 @@ class Store:
             raise DatasetNotFoundError(
                 f"no dataset named {name!r} in {self.path} (datasets: {known}).{hint}"
             )
-        clauses = ["dataset = ?", "trainable"]
+        clauses = ["dataset = ?"]
         values: list[Any] = [name]
         for value, clause, label in (
             (since, "started_at >= ?", "since"),
@@ -206,7 +213,57 @@ class Store:
     def _examples(self, condition: str, values: list[Any]) -> list[Example]:
         result = self._query(
             "SELECT id, dataset, messages, completion, tools, request_model, started_at "
-            f"FROM calls WHERE {condition} ORDER BY started_at, id",
+            f"FROM examples WHERE id IN (SELECT id FROM calls WHERE {condition}) "
+            "ORDER BY started_at, id",
             values,
         )
         return load_examples(result.rows)
+
+    # --- feedback ---------------------------------------------------------------------------
+
+    def accept(self, call_id: str, note: str | None = None) -> None:
+        """Mark a call as a good example (undoes an earlier ``reject``)."""
+        self._feedback(call_id, "accept", None, note)
+
+    def reject(self, call_id: str, note: str | None = None) -> None:
+        """Keep a call out of every dataset export (it stays in ``calls``)."""
+        self._feedback(call_id, "reject", None, note)
+
+    def correct(
+        self, call_id: str, completion: str | Mapping[str, Any], note: str | None = None
+    ) -> None:
+        """Train on ``completion`` instead of what the model answered: the text of the
+        assistant's answer, or a whole assistant message (with ``tool_calls``, say)."""
+        if isinstance(completion, str):
+            message: dict[str, Any] = {"role": "assistant", "content": completion}
+        elif (
+            isinstance(completion, Mapping)
+            and completion.get("role") == "assistant"
+            and ("content" in completion or "tool_calls" in completion)
+        ):
+            message = dict(completion)
+        else:
+            raise ConfigurationError(
+                f"correct() takes the answer's text or an assistant message such as "
+                f"{{'role': 'assistant', 'content': '...'}}, got {completion!r}"
+            )
+        self._feedback(call_id, "correct", dumps(message), note)
+
+    def _feedback(self, call_id: str, kind: str, completion: str | None, note: str | None) -> None:
+        if not isinstance(call_id, str) or not call_id:
+            raise ConfigurationError(f"a call id is the text in calls.id, got {call_id!r}")
+        if note is not None and not isinstance(note, str):
+            raise ConfigurationError(f"note must be text, got {note!r}")
+        self._refresh()
+        with connect(self.path, read_only=False, wait=self._wait) as con:
+            migrate(con, self.path)
+            found = con.execute("SELECT 1 FROM recorded_calls WHERE id = ?", [call_id]).fetchone()
+            if found is None:
+                raise CallNotFoundError(
+                    f"no call with id {call_id!r} in {self.path}; ids are in calls.id, e.g. "
+                    f"store.sql(\"SELECT id FROM calls WHERE dataset = 'x'\")"
+                )
+            con.execute(
+                "INSERT INTO feedback (call_id, kind, completion, note) VALUES (?, ?, ?, ?)",
+                [call_id, kind, completion, note],
+            )
