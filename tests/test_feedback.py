@@ -103,3 +103,35 @@ def test_a_store_from_the_first_schema_is_upgraded_in_place(db: Path, server: Op
         handle.shutdown()
     applied = Store(db).sql(f"SELECT name FROM {MIGRATIONS_TABLE} ORDER BY name").rows
     assert [r[0] for r in applied] == [n for n, _ in MIGRATIONS]
+
+
+def test_preference_pairs_export_in_openai_dpo_format(
+    capture, server: OpenAIServer, tmp_path: Path
+) -> None:
+    _ask(server, ["meh", "fine"])
+    ids = [r["id"] for r in rows(capture)]
+    store = capture.open_store()
+    store.prefer(ids[0], "great")  # over what the model answered
+    store.prefer(ids[1], {"role": "assistant", "content": "best"}, "worst", note="A/B test")
+    path = store.export_preferences("fb", tmp_path / "dpo.jsonl")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert records == [
+        {
+            "input": {"messages": [{"role": "user", "content": "q0"}]},
+            "preferred_output": [{"role": "assistant", "content": "great"}],
+            "non_preferred_output": [{"role": "assistant", "content": "meh"}],
+        },
+        {
+            "input": {"messages": [{"role": "user", "content": "q1"}]},
+            "preferred_output": [{"role": "assistant", "content": "best"}],
+            "non_preferred_output": [{"role": "assistant", "content": "worst"}],
+        },
+    ]
+    assert store.sql("SELECT note FROM preference_pairs WHERE note IS NOT NULL").rows == [
+        ("A/B test",)
+    ]
+    with pytest.raises(finetuner_otel.ConfigurationError, match="prefer"):
+        store.prefer(ids[0], 42)  # type: ignore[arg-type]
+    with pytest.raises(finetuner_otel.CallNotFoundError):
+        store.prefer("nope", "x")
+    assert store.sql("SELECT count(*) FROM preferences").rows == [(2,)]

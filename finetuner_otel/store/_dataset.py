@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -190,17 +190,22 @@ class Dataset(Sequence[Example]):
 
         The file appears whole or not at all (written beside, then renamed into place).
         """
-        target = Path(path)
-        if target.is_dir():
-            raise ConfigurationError(f"{target} is a directory; give a file path like train.jsonl")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                for example in self.examples:
-                    fh.write(dumps(example.to_openai()) + "\n")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_jsonl(path, (example.to_openai() for example in self.examples))
+
+
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
+    """Write JSON records one a line, atomically: written beside ``path``, then renamed."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigurationError(f"{target} is a directory; give a file path like train.jsonl")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(dumps(record) + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

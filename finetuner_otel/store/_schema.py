@@ -254,6 +254,33 @@ MIGRATIONS: list[tuple[str, str]] = [
             FROM recorded_calls r GROUP BY r.dataset;
         """,
     ),
+    (
+        "0003_preferences",
+        """
+        -- Preference pairs for DPO: for a call's input, the preferred and the non-preferred
+        -- assistant message.
+        CREATE TABLE preferences (
+            call_id VARCHAR NOT NULL,        -- calls.id: the input both answers reply to
+            preferred JSON NOT NULL,
+            non_preferred JSON NOT NULL,
+            note VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        -- One OpenAI preference fine-tuning (DPO) record per pair, in `example`.
+        CREATE VIEW preference_pairs AS
+            SELECT c.id AS call_id, c.dataset, c.started_at, p.created_at, p.note,
+                   c.messages, c.tools, p.preferred, p.non_preferred,
+                   json_object(
+                       'input', CASE WHEN c.tools IS NULL
+                                     THEN json_object('messages', c.messages)
+                                     ELSE json_object('messages', c.messages, 'tools', c.tools)
+                                END,
+                       'preferred_output', json_array(p.preferred),
+                       'non_preferred_output', json_array(p.non_preferred)
+                   ) AS example
+            FROM preferences p JOIN calls c ON c.id = p.call_id;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -22,7 +23,7 @@ from .._errors import (
 from .._json import dumps
 from .._settings import Settings
 from ._connection import connect
-from ._dataset import Dataset, Example, load_examples
+from ._dataset import Dataset, Example, load_examples, write_jsonl
 from ._schema import applied_migrations, check_version, migrate
 from ._spool import ingest, pending_files
 
@@ -234,22 +235,62 @@ class Store:
     ) -> None:
         """Train on ``completion`` instead of what the model answered: the text of the
         assistant's answer, or a whole assistant message (with ``tool_calls``, say)."""
-        if isinstance(completion, str):
-            message: dict[str, Any] = {"role": "assistant", "content": completion}
-        elif (
-            isinstance(completion, Mapping)
-            and completion.get("role") == "assistant"
-            and ("content" in completion or "tool_calls" in completion)
-        ):
-            message = dict(completion)
-        else:
-            raise ConfigurationError(
-                f"correct() takes the answer's text or an assistant message such as "
-                f"{{'role': 'assistant', 'content': '...'}}, got {completion!r}"
-            )
+        message = _assistant_message(completion, "correct()")
         self._feedback(call_id, "correct", dumps(message), note)
 
+    def prefer(
+        self,
+        call_id: str,
+        preferred: str | Mapping[str, Any],
+        non_preferred: str | Mapping[str, Any] | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Record a preference pair for the call's input: ``preferred`` over ``non_preferred``
+        (by default, over what the model answered). Exported with ``export_preferences``."""
+        better = dumps(_assistant_message(preferred, "prefer()"))
+        worse = (
+            dumps(_assistant_message(non_preferred, "prefer()"))
+            if non_preferred is not None
+            else None
+        )
+        with self._writing(call_id, note) as con:
+            if worse is None:
+                row = con.execute(
+                    "SELECT openai_completion(output_messages) FROM recorded_calls WHERE id = ?",
+                    [call_id],
+                ).fetchone()
+                if row is None or row[0] is None:
+                    raise ConfigurationError(
+                        f"call {call_id!r} has no recorded answer to be the non-preferred "
+                        f"one; pass non_preferred="
+                    )
+                worse = row[0]
+            con.execute(
+                "INSERT INTO preferences (call_id, preferred, non_preferred, note) "
+                "VALUES (?, ?, ?, ?)",
+                [call_id, better, worse, note],
+            )
+
+    def export_preferences(self, dataset: str, path: str | os.PathLike[str]) -> Path:
+        """Write the dataset's preference pairs in OpenAI's preference fine-tuning (DPO)
+        format, one a line, oldest first; the file appears whole or not at all."""
+        result = self._query(
+            "SELECT example FROM preference_pairs WHERE dataset = ? ORDER BY created_at",
+            [dataset],
+        )
+        return write_jsonl(path, (json.loads(row[0]) for row in result.rows))
+
     def _feedback(self, call_id: str, kind: str, completion: str | None, note: str | None) -> None:
+        with self._writing(call_id, note) as con:
+            con.execute(
+                "INSERT INTO feedback (call_id, kind, completion, note) VALUES (?, ?, ?, ?)",
+                [call_id, kind, completion, note],
+            )
+
+    @contextlib.contextmanager
+    def _writing(self, call_id: str, note: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection, after checking that ``call_id`` names a stored call; what the
+        block writes is one transaction."""
         if not isinstance(call_id, str) or not call_id:
             raise ConfigurationError(f"a call id is the text in calls.id, got {call_id!r}")
         if note is not None and not isinstance(note, str):
@@ -263,7 +304,26 @@ class Store:
                     f"no call with id {call_id!r} in {self.path}; ids are in calls.id, e.g. "
                     f"store.sql(\"SELECT id FROM calls WHERE dataset = 'x'\")"
                 )
-            con.execute(
-                "INSERT INTO feedback (call_id, kind, completion, note) VALUES (?, ?, ?, ?)",
-                [call_id, kind, completion, note],
-            )
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+
+def _assistant_message(value: Any, method: str) -> dict[str, Any]:
+    """An answer given as text, or as a whole assistant message (with tool_calls, say)."""
+    if isinstance(value, str):
+        return {"role": "assistant", "content": value}
+    if (
+        isinstance(value, Mapping)
+        and value.get("role") == "assistant"
+        and ("content" in value or "tool_calls" in value)
+    ):
+        return dict(value)
+    raise ConfigurationError(
+        f"{method} takes the answer's text or an assistant message such as "
+        f"{{'role': 'assistant', 'content': '...'}}, got {value!r}"
+    )
