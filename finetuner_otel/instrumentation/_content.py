@@ -401,15 +401,27 @@ def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, An
         attrs[sc.OUTPUT_TYPE] = "text" if kind == "text" else "json"
 
     messages: Any = kwargs.get("messages")
-    if given(messages):
-        encoded = dumps([input_message(m) for m in messages])
+    converted = [input_message(m) for m in messages] if given(messages) else None
+    return add_content(attrs, converted, kwargs, NOT_OPTIONS)
+
+
+def add_content(
+    attrs: dict[str, Any],
+    messages: list[dict[str, Any]] | None,
+    kwargs: Mapping[str, Any],
+    not_options: frozenset[str],
+) -> dict[str, Any]:
+    """The request's content attributes (either API): the input messages (and whether a part
+    was left out over the size cap), the tool definitions, and the other request options."""
+    if messages is not None:
+        encoded = dumps(messages)
         attrs[sc.INPUT_MESSAGES] = encoded
         if omitted_content(encoded):
             attrs[sc.CONTENT_OMITTED] = True
     tools: Any = kwargs.get("tools")
     if given(tools):
         attrs[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(tools))
-    options = {k: v for k, v in kwargs.items() if k not in NOT_OPTIONS and given(v)}
+    options = {k: v for k, v in kwargs.items() if k not in not_options and given(v)}
     if options:
         attrs[sc.REQUEST_OPTIONS] = dumps(options)
     return attrs

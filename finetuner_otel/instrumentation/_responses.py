@@ -15,6 +15,7 @@ from .. import _semconv as sc
 from .._json import dumps
 from ._content import (
     NOT_OPTIONS,
+    add_content,
     audio_part,
     base_request_attributes,
     cap,
@@ -22,9 +23,7 @@ from ._content import (
     file_part,
     given,
     media_part,
-    omitted_content,
     response_identity,
-    tool_definitions,
 )
 
 _NUMERIC_PARAMS = {"temperature": sc.REQUEST_TEMPERATURE, "top_p": sc.REQUEST_TOP_P}
@@ -171,23 +170,13 @@ def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, An
     instructions = kwargs.get("instructions")
     if given(instructions) and isinstance(instructions, str):
         attrs[sc.SYSTEM_INSTRUCTIONS] = dumps([{"type": "text", "content": instructions}])
-    items: Any = kwargs.get("input")
-    if given(items):
-        encoded = dumps(input_messages(items))
-        attrs[sc.INPUT_MESSAGES] = encoded
-        if omitted_content(encoded):
-            attrs[sc.CONTENT_OMITTED] = True
-    tools: Any = kwargs.get("tools")
-    if given(tools):
-        attrs[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(tools))
     text = kwargs.get("text")
     fmt = field(text, "format") if given(text) else None
     if fmt is not None:
         attrs[sc.OUTPUT_TYPE] = "text" if field(fmt, "type") == "text" else "json"
-    options = {k: v for k, v in kwargs.items() if k not in _NOT_OPTIONS and given(v)}
-    if options:
-        attrs[sc.REQUEST_OPTIONS] = dumps(options)
-    return attrs
+    items: Any = kwargs.get("input")
+    converted = input_messages(items) if given(items) else None
+    return add_content(attrs, converted, kwargs, _NOT_OPTIONS)
 
 
 def output_message(response: Any) -> tuple[dict[str, Any], str]:
