@@ -25,7 +25,9 @@ def _env(db: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_opentelemetry_instrument_fills_the_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", [None, "always_off"])
+def test_opentelemetry_instrument_fills_the_store(tmp_path: Path, sampler: str | None) -> None:
+    """With the launcher too, and whatever OTEL_TRACES_SAMPLER drops."""
     app = tmp_path / "app.py"
     app.write_text(
         "from finetuner_otel.testing import OpenAIServer\n"
@@ -40,7 +42,7 @@ def test_opentelemetry_instrument_fills_the_store(tmp_path: Path) -> None:
     launcher = Path(sys.executable).with_name("opentelemetry-instrument")
     done = subprocess.run(
         [str(launcher), "--traces_exporter", "finetuner_duckdb", sys.executable, str(app)],
-        env=_env(db),
+        env=_env(db, **({"OTEL_TRACES_SAMPLER": sampler} if sampler else {})),
         cwd=tmp_path,
         capture_output=True,
         text=True,
