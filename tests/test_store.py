@@ -206,7 +206,7 @@ def test_ingest_is_idempotent(capture, server: OpenAIServer, db: Path) -> None:
     spool = db.with_name(db.name + ".spool")
     before = rows(capture)
     # A crash between commit and delete leaves the spool file behind: re-ingest must not duplicate.
-    from finetuner_otel.store._rows import encode_row
+    from finetuner_otel._json import dumps
     from finetuner_otel.store._spool import write_spool
 
     con = duckdb.connect(str(db), read_only=True)
@@ -222,7 +222,7 @@ def test_ingest_is_idempotent(capture, server: OpenAIServer, db: Path) -> None:
         for key, kind in INGEST_COLUMNS.items():
             if kind == "JSON" and isinstance(row[key], str):
                 row[key] = json.loads(row[key])
-        replay.append(encode_row(row))
+        replay.append(dumps(row))
     write_spool(spool, replay)
     assert Store(db).ingest() == 1
     assert len(rows(capture)) == len(before) == 2

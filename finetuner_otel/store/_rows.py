@@ -274,8 +274,3 @@ def _untrainable_reason(
     if finish_reasons and finish_reasons[0] in _CUT_OFF:
         return _CUT_OFF[finish_reasons[0]]
     return None
-
-
-def encode_row(row: Mapping[str, Any]) -> str:
-    """A ``calls`` row given as a mapping, as one spool line (JSON columns as nested values)."""
-    return dumps(row)

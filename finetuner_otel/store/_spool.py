@@ -103,10 +103,6 @@ def pending_files(spool_dir: Path) -> list[Path]:
     return [spool_dir / name for name in names]
 
 
-def quarantined_files(spool_dir: Path) -> list[Path]:
-    return pending_files(spool_dir / "quarantine")
-
-
 def ingest(db_path: Path, spool_dir: Path, *, wait: float = 10.0) -> int:
     """Move every spooled file into the store. Returns the number of files ingested.
 
