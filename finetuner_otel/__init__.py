@@ -38,7 +38,16 @@ if TYPE_CHECKING:
     from ._setup import Instrumentation, instrument, open_store, uninstrument
     from .exporters import DuckDBSpanExporter
     from .instrumentation import OpenAIInstrumentor
-    from .store import Dataset, DatasetSummary, Example, SQLResult, Store
+    from .store import (
+        Dataset,
+        DatasetSummary,
+        Example,
+        SQLResult,
+        Stats,
+        Store,
+        ValidationReport,
+        validate_jsonl,
+    )
 
 _LAZY = {
     "Instrumentation": "._setup",
@@ -52,6 +61,9 @@ _LAZY = {
     "Example": ".store",
     "SQLResult": ".store",
     "Store": ".store",
+    "Stats": ".store",
+    "ValidationReport": ".store",
+    "validate_jsonl": ".store",
 }
 
 __all__ = [
@@ -67,14 +79,17 @@ __all__ = [
     "OpenAIInstrumentor",
     "SQLResult",
     "SchemaError",
+    "Stats",
     "Store",
     "StoreError",
     "StoreLockedError",
+    "ValidationReport",
     "__version__",
     "dataset",
     "instrument",
     "open_store",
     "uninstrument",
+    "validate_jsonl",
 ]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._errors import ConfigurationError
 from .._json import dumps
+from ._validate import Stats, ValidationReport, validate_records
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,45 @@ class Dataset(Sequence[Example]):
         for example in self.examples:
             (train if _unit_interval(seed, example.id) < fraction else val).append(example)
         return Dataset(f"{self.name}[train]", train), Dataset(f"{self.name}[val]", val)
+
+    def validate(
+        self,
+        model: str | None = None,
+        *,
+        encoding: Any = None,
+        context: int | None = None,
+        epochs: int | None = None,
+    ) -> ValidationReport:
+        """Check the examples as OpenAI checks a chat fine-tuning file, and count their tokens.
+
+        ``model`` is the model you will fine-tune (default: the model most of the examples
+        called); it picks the tiktoken encoding and the training context (``context``
+        overrides). ``report.ok``, ``report.errors``, ``report.problems``, ``print(report)``.
+        """
+        return validate_records(
+            [example.to_openai() for example in self.examples],
+            model=model if model is not None else self._usual_model(),
+            encoding=encoding,
+            context=context,
+            epochs=epochs,
+            ids=[example.id for example in self.examples],
+        )
+
+    def stats(
+        self,
+        model: str | None = None,
+        *,
+        encoding: Any = None,
+        context: int | None = None,
+        epochs: int | None = None,
+    ) -> Stats:
+        """Counts, the token distribution and a training-token estimate for ``epochs`` epochs
+        (default: as many as OpenAI would choose); see ``validate`` for the arguments."""
+        return self.validate(model, encoding=encoding, context=context, epochs=epochs).stats
+
+    def _usual_model(self) -> str | None:
+        models = Counter(e.model for e in self.examples if e.model)
+        return models.most_common(1)[0][0] if models else None
 
     def to_jsonl(self, path: str | os.PathLike[str]) -> Path:
         """Write the examples in OpenAI's chat fine-tuning format, one per line.
