@@ -32,6 +32,7 @@ from ._errors import (
     StoreError,
     StoreLockedError,
 )
+from ._prompt import Prompt
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
         Dataset,
         DatasetSummary,
         Example,
+        Export,
+        ImportResult,
+        Snapshot,
         SQLResult,
         Stats,
         Store,
@@ -59,6 +63,9 @@ _LAZY = {
     "Dataset": ".store",
     "DatasetSummary": ".store",
     "Example": ".store",
+    "Export": ".store",
+    "ImportResult": ".store",
+    "Snapshot": ".store",
     "SQLResult": ".store",
     "Store": ".store",
     "Stats": ".store",
@@ -74,11 +81,15 @@ __all__ = [
     "DatasetSummary",
     "DuckDBSpanExporter",
     "Example",
+    "Export",
     "FinetunerError",
+    "ImportResult",
     "Instrumentation",
     "OpenAIInstrumentor",
+    "Prompt",
     "SQLResult",
     "SchemaError",
+    "Snapshot",
     "Stats",
     "Store",
     "StoreError",

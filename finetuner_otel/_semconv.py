@@ -42,6 +42,9 @@ INCOMPLETE = "finetuner.incomplete"  # a stream that ended before its last event
 CAPTURE_ERROR = "finetuner.capture_error"  # our own failure while recording this call
 PURPOSE = "finetuner.purpose"  # e.g. "eval": never a training example
 CONTENT_OMITTED = "finetuner.content_omitted"  # a content part over the size cap was left out
+PROMPT_NAME = "finetuner.prompt.name"  # the Prompt the input messages were rendered from
+PROMPT_VERSION = "finetuner.prompt.version"
+PROMPT_VARIABLES = "finetuner.prompt.variables"  # JSON: the values it was rendered with
 OMITTED_MARKER = "finetuner.omitted"  # key of a content part whose content was left out
 
 OPERATION_CHAT = "chat"

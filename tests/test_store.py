@@ -9,6 +9,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import finetuner_otel
 from finetuner_otel import Store
@@ -55,9 +57,17 @@ def test_schema_from_blank(capture, db: Path, server: OpenAIServer) -> None:
         con.close()
     assert recorded == [*INGEST_COLUMNS, "ingested_at"]
     # The calls view adds the OpenAI fine-tuning format, derived from the recorded content.
-    assert calls == [*recorded, "messages", "completion", "tools"]
+    assert calls == [
+        *recorded,
+        "messages",
+        "completion",
+        "tools",
+        "prompt_name",
+        "prompt_version",
+        "prompt_variables",
+    ]
     assert applied == [name for name, _ in MIGRATIONS]
-    assert {"calls", "examples", "datasets"} <= views
+    assert {"calls", "examples", "datasets", "call_feedback", "preference_pairs"} <= views
 
 
 def test_store_written_by_a_newer_version_is_refused_untouched(db: Path) -> None:
@@ -359,3 +369,50 @@ def test_apps_that_seed_random_do_not_lose_calls(capture, server: OpenAIServer) 
     stored = rows(capture)
     assert len({(r["trace_id"], r["span_id"]) for r in stored}) == 1  # the ids repeat...
     assert [r["completion"]["content"] for r in stored] == ["run 0", "run 1", "run 2"]
+
+
+def _labelled(labels: list[str]) -> list[finetuner_otel.Example]:
+    return [
+        finetuner_otel.Example(
+            id=f"call-{i}",
+            dataset="x",
+            messages=[{"role": "user", "content": f"q{i}"}],
+            completion={"role": "assistant", "content": label},
+        )
+        for i, label in enumerate(labels)
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    labels=st.lists(st.sampled_from(["spam", "ham", "eggs"]), max_size=60),
+    extra=st.lists(st.sampled_from(["spam", "ham", "eggs"]), max_size=20),
+    fraction=st.floats(min_value=0.05, max_value=0.95),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_a_stratified_split_is_proportional_per_group_and_stable_as_calls_arrive(
+    labels: list[str], extra: list[str], fraction: float, seed: int
+) -> None:
+    examples = _labelled(labels + extra)
+    before = finetuner_otel.Dataset("x", examples[: len(labels)])
+    after = finetuner_otel.Dataset("x", examples)
+    train, val = after.split(fraction, seed, stratify_by=lambda e: e.completion["content"])
+    assert sorted(e.id for e in [*train, *val]) == sorted(e.id for e in examples)
+    for label in {*labels, *extra}:
+        n = sum(e.completion["content"] == label for e in examples)
+        in_train = sum(e.completion["content"] == label for e in train)
+        assert abs(in_train - fraction * n) < 1
+    # the same by field name: the completion message
+    by_field, _ = after.split(fraction, seed, stratify_by="completion")
+    assert [e.id for e in by_field] == [e.id for e in train]
+    # later calls never move an earlier example to the other side
+    train_before, _ = before.split(fraction, seed, stratify_by="completion")
+    assert {e.id for e in train_before} == {e.id for e in train} & {e.id for e in before}
+
+
+def test_stratify_by_must_name_a_field_or_be_a_function() -> None:
+    ds = finetuner_otel.Dataset("x", _labelled(["a"]))
+    with pytest.raises(finetuner_otel.ConfigurationError, match="no field of an Example"):
+        ds.split(0.5, stratify_by="label")
+    with pytest.raises(finetuner_otel.ConfigurationError, match="a field name or a function"):
+        ds.split(0.5, stratify_by=3)  # type: ignore[arg-type]

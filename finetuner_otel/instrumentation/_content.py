@@ -16,6 +16,7 @@ import pydantic
 
 from .. import _semconv as sc
 from .._json import dumps
+from .._prompt import RenderedMessages
 from .._settings import DEFAULT_MAX_CONTENT_SIZE
 
 try:  # sentinels for "argument not given"; Omit appeared in later SDK releases
@@ -418,6 +419,11 @@ def add_content(
         attrs[sc.INPUT_MESSAGES] = encoded
         if omitted_content(encoded):
             attrs[sc.CONTENT_OMITTED] = True
+    source = kwargs.get("messages", kwargs.get("input"))
+    if type(source) is RenderedMessages:  # rendered from a Prompt: say which, and with what
+        attrs[sc.PROMPT_NAME] = source.prompt.name
+        attrs[sc.PROMPT_VERSION] = source.prompt.version
+        attrs[sc.PROMPT_VARIABLES] = dumps(source.variables)
     tools: Any = kwargs.get("tools")
     if given(tools):
         attrs[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(tools))

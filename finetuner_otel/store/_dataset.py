@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError
 from .._json import dumps
+from .._prompt import Prompt
 from ._validate import Stats, ValidationReport, validate_records
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,10 @@ class Example:
     tools: list[dict[str, Any]] | None = None
     model: str | None = None
     created_at: datetime | None = field(default=None, compare=False)
+    # Set when the input was rendered from a Prompt: its name, version and variable values.
+    prompt_name: str | None = None
+    prompt_version: str | None = None
+    prompt_variables: dict[str, str] | None = None
 
     def to_openai(self) -> dict[str, Any]:
         """The example in OpenAI's chat fine-tuning format (one JSONL line)."""
@@ -36,6 +47,13 @@ class Example:
         if self.tools:
             record["tools"] = self.tools
         return record
+
+
+# The columns load_examples reads, from the examples view (e) joined to the calls view (c).
+EXAMPLE_COLUMNS = (
+    "e.id, e.dataset, e.messages, e.completion, e.tools, e.request_model, e.started_at, "
+    "c.prompt_name, c.prompt_version, c.prompt_variables"
+)
 
 
 def load_examples(rows: Sequence[tuple[Any, ...]]) -> list[Example]:
@@ -51,6 +69,9 @@ def load_examples(rows: Sequence[tuple[Any, ...]]) -> list[Example]:
             tools=parsed(row[4]),
             model=row[5],
             created_at=row[6],
+            prompt_name=row[7],
+            prompt_version=row[8],
+            prompt_variables=parsed(row[9]),
         )
         for row in rows
     ]
@@ -67,24 +88,89 @@ def _check_seed(seed: object, method: str) -> None:
         raise ConfigurationError(f"{method}() seed must be an integer, got {seed!r}")
 
 
+def _group_key(stratify_by: Any) -> Callable[[Example], Any] | None:
+    """A function giving each example's group, as a hashable value."""
+    if stratify_by is None:
+        return None
+    if isinstance(stratify_by, str):
+        names = [f.name for f in dataclasses.fields(Example)]
+        if stratify_by not in names:
+            raise ConfigurationError(
+                f"stratify_by={stratify_by!r} is no field of an Example ({', '.join(names)}); "
+                f"or pass a function, e.g. stratify_by=lambda e: e.completion['content']"
+            )
+        name = stratify_by
+
+        def by_field(example: Example) -> Any:
+            return getattr(example, name)
+
+        stratify_by = by_field
+    if not callable(stratify_by):
+        raise ConfigurationError(
+            f"stratify_by takes a field name or a function of an Example, got {stratify_by!r}"
+        )
+    get = stratify_by
+
+    def key(example: Example) -> Any:
+        value = get(example)
+        try:
+            hash(value)
+        except TypeError:
+            return dumps(value, sort_keys=True)
+        return value
+
+    return key
+
+
 def _unit_interval(seed: int, example_id: str) -> float:
     digest = hashlib.blake2b(f"{seed}:{example_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
+
+
+# The concrete Path class of this platform: Path itself cannot be subclassed before Python 3.12.
+if TYPE_CHECKING:
+    _ConcretePath = Path
+else:
+    _ConcretePath = type(Path())
+
+
+class Export(_ConcretePath):
+    """The path of a written export, with its ``sha256``, how many ``examples`` went in, and
+    ``snapshot``: the id of the snapshot that records them in the store (None for a dataset
+    not read from a store)."""
+
+    sha256: str
+    examples: int
+    snapshot: str | None
+
+    @classmethod
+    def made(cls, path: Path, sha256: str, examples: int, snapshot: str | None) -> Export:
+        export = cls(path)
+        export.sha256, export.examples, export.snapshot = sha256, examples, snapshot
+        return export
 
 
 class Dataset(Sequence[Example]):
     """An ordered, read-only collection of examples, loaded from the store on first use.
 
     The examples are read once and then kept, so ``len``, iteration, ``split`` and exports all
-    see the same snapshot.
+    see the same snapshot. Every export of a dataset read from a store is recorded there as a
+    snapshot (``store.snapshots()``): the file's hash and exactly which calls went in.
     """
 
     def __init__(
-        self, name: str, examples: Callable[[], list[Example]] | Sequence[Example]
+        self,
+        name: str,
+        examples: Callable[[], list[Example]] | Sequence[Example],
+        store: Store | None = None,
     ) -> None:
         self.name = name
+        self.store = store
         self._loader = examples if callable(examples) else None
         self._examples: list[Example] | None = None if callable(examples) else list(examples)
+
+    def _derived(self, examples: list[Example], name: str | None = None) -> Dataset:
+        return Dataset(self.name if name is None else name, examples, self.store)
 
     @property
     def examples(self) -> list[Example]:
@@ -113,11 +199,11 @@ class Dataset(Sequence[Example]):
                 f"filter() takes a function of an Example, got {predicate!r}; e.g. "
                 f"ds.filter(lambda e: len(e.messages) <= 4)"
             )
-        return Dataset(self.name, [e for e in self.examples if predicate(e)])
+        return self._derived([e for e in self.examples if predicate(e)])
 
     def head(self, n: int) -> Dataset:
         """The first ``n`` examples (oldest first)."""
-        return Dataset(self.name, self.examples[: _count(n, "head")])
+        return self._derived(self.examples[: _count(n, "head")])
 
     def sample(self, n: int, seed: int = 0) -> Dataset:
         """``n`` examples (all, if there are fewer), in dataset order.
@@ -129,7 +215,7 @@ class Dataset(Sequence[Example]):
         n = _count(n, "sample")
         _check_seed(seed, "sample")
         chosen = {e.id for e in sorted(self.examples, key=lambda e: _unit_interval(seed, e.id))[:n]}
-        return Dataset(self.name, [e for e in self.examples if e.id in chosen])
+        return self._derived([e for e in self.examples if e.id in chosen])
 
     def dedupe(self, keep: str = "latest") -> Dataset:
         """One example per distinct input (its messages and tools), in dataset order.
@@ -160,15 +246,27 @@ class Dataset(Sequence[Example]):
                     if votes[dumps(self.examples[i].completion, sort_keys=True)] == best
                 )
             )
-        return Dataset(self.name, [e for i, e in enumerate(self.examples) if i in kept])
+        return self._derived([e for i, e in enumerate(self.examples) if i in kept])
 
-    def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    def split(
+        self,
+        fraction: float,
+        seed: int = 0,
+        *,
+        stratify_by: str | Callable[[Example], Any] | None = None,
+    ) -> tuple[Dataset, Dataset]:
         """Split into (train, validation), ``fraction`` of the examples going to train.
 
         Membership comes from a hash of ``seed`` and each example's id, so a split is
         deterministic, the two parts are disjoint and cover every example, and an example keeps
         its side when the dataset grows. The sizes are therefore close to, not exactly,
         ``fraction`` of the whole on small datasets.
+
+        ``stratify_by`` (a function of an Example, or the name of one of its fields, such as
+        ``"completion"`` for a classifier's labels) splits each group in ``fraction`` on its
+        own: walking a group in dataset order, the hash decides unless following it would put
+        the group more than one example off ``fraction``. Every group is then split within one
+        example of ``fraction``, and an example keeps its side as later calls join the dataset.
         """
         if isinstance(fraction, bool) or not isinstance(fraction, int | float):
             raise ConfigurationError(
@@ -180,11 +278,57 @@ class Dataset(Sequence[Example]):
                 f"e.g. split(0.8) keeps 80% for training"
             )
         _check_seed(seed, "split")
+        key = _group_key(stratify_by)
+        # per group: (examples seen, examples sent to train)
+        groups: dict[Any, list[int]] = {}
         train: list[Example] = []
         val: list[Example] = []
         for example in self.examples:
-            (train if _unit_interval(seed, example.id) < fraction else val).append(example)
-        return Dataset(f"{self.name}[train]", train), Dataset(f"{self.name}[val]", val)
+            to_train = _unit_interval(seed, example.id) < fraction
+            if key is not None:
+                counts = groups.setdefault(key(example), [0, 0])
+                counts[0] += 1
+                target = fraction * counts[0]
+                if to_train and counts[1] + 1 - target >= 1:
+                    to_train = False
+                elif not to_train and target - counts[1] >= 1:
+                    to_train = True
+                counts[1] += to_train
+            (train if to_train else val).append(example)
+        return self._derived(train, f"{self.name}[train]"), self._derived(val, f"{self.name}[val]")
+
+    def rerender(self, prompt: Prompt) -> Dataset:
+        """The examples with their input messages rendered afresh from ``prompt`` with the
+        variables each call was recorded with; the completions stay. Every example must come
+        from a call made with ``Prompt.messages()`` (choose them with
+        ``get_dataset(name, prompt=...)``)."""
+        if not isinstance(prompt, Prompt):
+            raise ConfigurationError(f"rerender() takes a Prompt, got {prompt!r}")
+        plain = [e.id for e in self.examples if e.prompt_variables is None]
+        if plain:
+            raise ConfigurationError(
+                f"{len(plain)} of the {len(self)} examples were not rendered from a Prompt "
+                f"(e.g. {plain[0]}); select those that were with get_dataset(name, prompt=...)"
+            )
+        examples = []
+        for example in self.examples:
+            assert example.prompt_variables is not None
+            try:
+                messages = prompt.messages(**example.prompt_variables)
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"example {example.id} was recorded with the variables "
+                    f"{sorted(example.prompt_variables)}: {exc}"
+                ) from None
+            examples.append(
+                dataclasses.replace(
+                    example,
+                    messages=list(messages),
+                    prompt_name=prompt.name,
+                    prompt_version=prompt.version,
+                )
+            )
+        return self._derived(examples)
 
     def validate(
         self,
@@ -225,27 +369,190 @@ class Dataset(Sequence[Example]):
         models = Counter(e.model for e in self.examples if e.model)
         return models.most_common(1)[0][0] if models else None
 
-    def to_jsonl(self, path: str | os.PathLike[str]) -> Path:
+    def to_jsonl(self, path: str | os.PathLike[str]) -> Export:
         """Write the examples in OpenAI's chat fine-tuning format, one per line.
 
-        The file appears whole or not at all (written beside, then renamed into place).
+        The file appears whole or not at all (written beside, then renamed into place), and
+        only once its snapshot is recorded in the store.
         """
-        return write_jsonl(path, (example.to_openai() for example in self.examples))
+        return self._export(
+            "openai_chat", path, lambda tmp: write_lines(tmp, (e.to_openai() for e in self))
+        )
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> Export:
+        """Write the examples as a Parquet table (see ``to_arrow`` for the columns)."""
+        return self._export("parquet", path, lambda tmp: self._copy(tmp, "PARQUET"))
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Export:
+        """Write the examples as CSV with a header (see ``to_arrow`` for the columns)."""
+        return self._export("csv", path, lambda tmp: self._copy(tmp, "CSV, HEADER"))
+
+    def to_arrow(self) -> Any:
+        """The examples as a ``pyarrow.Table``: id, dataset, model, created_at, and messages,
+        completion and tools as JSON text (content may be a string or a list of parts, which
+        one column type cannot hold). Needs pyarrow."""
+        # to_arrow_table in DuckDB 1.4 and later (where arrow() became a batch reader)
+        return self._relation(
+            lambda rel: (getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table)(),
+            "pyarrow",
+            "arrow",
+        )
+
+    def to_pandas(self) -> Any:
+        """The examples as a ``pandas.DataFrame``, columns as ``to_arrow``. Needs pandas."""
+        return self._relation(lambda rel: rel.df(), "pandas", "pandas")
+
+    def to_polars(self) -> Any:
+        """The examples as a ``polars.DataFrame``, columns as ``to_arrow``. Needs polars."""
+        return self._relation(lambda rel: rel.pl(), "polars", "polars")
+
+    def to_hf(self) -> Any:
+        """The examples as a Hugging Face ``datasets.Dataset`` with a ``messages`` column (the
+        conversational format TRL's trainers take) and ``tools`` as JSON text where any example
+        has tools. Needs the ``datasets`` package."""
+        _require("datasets", "hf")
+        import datasets  # type: ignore[import-untyped]
+
+        records = []
+        has_tools = any(e.tools for e in self.examples)
+        conversations = [[*e.messages, e.completion] for e in self.examples]
+        # One Arrow column holds content of one type: where any is a list of parts, text
+        # content becomes a one-part list too (chat templates read both).
+        if any(isinstance(m.get("content"), list) for c in conversations for m in c):
+            conversations = [[_parts_content(m) for m in c] for c in conversations]
+        for example, messages in zip(self.examples, conversations, strict=True):
+            record: dict[str, Any] = {"messages": messages}
+            if has_tools:
+                record["tools"] = dumps(example.tools) if example.tools else None
+            records.append(record)
+        try:
+            return datasets.Dataset.from_list(records)
+        except Exception as exc:  # pyarrow cannot unify the messages' shapes
+            raise ConfigurationError(
+                f"these examples do not fit one Arrow schema ({exc}); export with "
+                f"to_jsonl() and load that with datasets.load_dataset('json', ...)"
+            ) from exc
+
+    # --- the machinery of exports -------------------------------------------------------------
+
+    def _table(self) -> tuple[Any, Path]:
+        """An in-memory DuckDB connection with the examples as table ``examples``."""
+        import duckdb
+
+        folder = Path(tempfile.mkdtemp(prefix="finetuner-export-"))
+        rows = folder / "rows.jsonl"
+        write_lines(
+            rows,
+            (
+                {
+                    "id": e.id,
+                    "dataset": e.dataset,
+                    "model": e.model,
+                    "created_at": e.created_at.isoformat() if e.created_at else None,
+                    "messages": e.messages,
+                    "completion": e.completion,
+                    "tools": e.tools or None,
+                }
+                for e in self.examples
+            ),
+        )
+        con = duckdb.connect(":memory:", config={"threads": 1})
+        con.execute(
+            "CREATE TABLE examples AS SELECT * FROM read_json(?, format = 'newline_delimited', "
+            "columns = {id: 'VARCHAR', dataset: 'VARCHAR', model: 'VARCHAR', "
+            "created_at: 'TIMESTAMPTZ', messages: 'JSON', completion: 'JSON', tools: 'JSON'})",
+            [str(rows)],
+        )
+        return con, folder
+
+    def _copy(self, target: Path, options: str) -> None:
+        con, folder = self._table()
+        try:
+            con.execute(f"COPY examples TO '{_sql_path(target)}' (FORMAT {options})")
+        finally:
+            con.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _relation(self, convert: Callable[[Any], Any], module: str, extra: str) -> Any:
+        _require(module, extra)
+        con, folder = self._table()
+        try:
+            return convert(con.table("examples"))
+        finally:
+            con.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _export(
+        self, kind: str, path: str | os.PathLike[str], write: Callable[[Path], None]
+    ) -> Export:
+        def record(sha256: str) -> str | None:
+            if self.store is None:
+                return None
+            return self.store._record_snapshot(
+                sha256, self.name, kind, target, [e.id for e in self.examples]
+            )
+
+        target = Path(path)
+        return publish(target, write, record, len(self.examples))
 
 
-def write_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
-    """Write JSON records one a line, atomically: written beside ``path``, then renamed."""
-    target = Path(path)
+def _parts_content(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": [{"type": "text", "text": content}]}
+    return message
+
+
+def _require(module: str, extra: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigurationError(
+            f"this needs the {module} package: pip install {module} "
+            f"(or pip install 'finetuner-otel[{extra}]')"
+        ) from None
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def write_lines(path: Path, records: Iterable[Any]) -> None:
+    """JSON records, one a line."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(dumps(record))
+            fh.write("\n")
+
+
+def publish(
+    target: Path,
+    write: Callable[[Path], None],
+    record: Callable[[str], str | None],
+    count: int,
+) -> Export:
+    """Write a file beside ``target`` with ``write``, hash it, let ``record`` note the hash
+    (the snapshot), then rename it into place: the file appears whole, and only once recorded."""
     if target.is_dir():
         raise ConfigurationError(f"{target} is a directory; give a file path like train.jsonl")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(dumps(record) + "\n")
+        write(tmp)
+        sha256 = file_sha256(tmp)
+        snapshot = record(sha256)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return target
+    return Export.made(target, sha256, count, snapshot)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -281,6 +281,61 @@ MIGRATIONS: list[tuple[str, str]] = [
             FROM preferences p JOIN calls c ON c.id = p.call_id;
         """,
     ),
+    (
+        "0004_snapshots",
+        """
+        -- Every export, content-addressed: the file's SHA-256, and which calls went in, in order.
+        CREATE TABLE snapshots (
+            id VARCHAR PRIMARY KEY,          -- SHA-256 of the exported file
+            dataset VARCHAR NOT NULL,
+            format VARCHAR NOT NULL,         -- openai_chat | openai_dpo | parquet | csv
+            examples BIGINT NOT NULL,
+            path VARCHAR,                    -- where it was written (first time)
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE snapshot_calls (
+            snapshot_id VARCHAR NOT NULL,    -- snapshots.id
+            position BIGINT NOT NULL,        -- the example's line (or row), from 0
+            call_id VARCHAR NOT NULL,        -- calls.id
+            PRIMARY KEY (snapshot_id, position)
+        );
+        -- Messages keep a training weight (0 or 1 on assistant turns), e.g. from an import.
+        CREATE OR REPLACE MACRO openai_chat_message(m) AS CAST('{' || concat_ws(',',
+            '"role":' || coalesce(CAST(m->'role' AS VARCHAR), 'null'),
+            '"refusal":' || to_json(
+                [(p->>'content') FOR p IN openai_parts(m) IF (p->>'type') = 'refusal'][-1]),
+            '"content":' || CASE
+                WHEN len(openai_content(m)) = 1 AND (openai_content(m)[1]->>'type') = 'text'
+                    THEN to_json((openai_content(m)[1]->>'text'))
+                WHEN len(openai_content(m)) > 0 THEN to_json(openai_content(m))
+                WHEN (m->>'role') = 'assistant'
+                    THEN CASE WHEN len(openai_tool_calls(m)) > 0 THEN NULL ELSE 'null' END
+                ELSE '""' END,
+            '"tool_calls":' || CASE WHEN len(openai_tool_calls(m)) > 0
+                                    THEN to_json(openai_tool_calls(m)) END,
+            '"name":' || CASE WHEN coalesce(m->>'name', '') <> ''
+                              THEN CAST(m->'name' AS VARCHAR) END,
+            '"weight":' || CASE WHEN json_type(json_extract(m, '$.weight'))
+                                     IN ('UBIGINT', 'BIGINT')
+                                THEN CAST(json_extract(m, '$.weight') AS VARCHAR) END
+        ) || '}' AS JSON);
+        """,
+    ),
+    (
+        "0005_prompts",
+        """
+        -- Calls whose messages were rendered from a Prompt say which prompt, version and values.
+        CREATE OR REPLACE VIEW calls AS
+            SELECT *,
+                   openai_messages(input_messages, system_instructions) AS messages,
+                   openai_completion(output_messages) AS completion,
+                   openai_tools(tool_definitions) AS tools,
+                   attributes->>'finetuner.prompt.name' AS prompt_name,
+                   attributes->>'finetuner.prompt.version' AS prompt_version,
+                   CAST(attributes->>'finetuner.prompt.variables' AS JSON) AS prompt_variables
+            FROM recorded_calls;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,11 +21,23 @@ from .._errors import (
     StoreLockedError,
 )
 from .._json import dumps
+from .._prompt import Prompt
 from .._settings import Settings
 from ._connection import connect
-from ._dataset import Dataset, Example, load_examples, write_jsonl
+from ._dataset import (
+    EXAMPLE_COLUMNS,
+    Dataset,
+    Example,
+    Export,
+    file_sha256,
+    load_examples,
+    publish,
+    write_lines,
+)
+from ._import import IMPORT_SCOPE, file_trace_id, import_lines
 from ._schema import applied_migrations, check_version, migrate
-from ._spool import ingest, pending_files
+from ._spool import ingest, pending_files, write_spool
+from ._validate import read_jsonl, validate_records
 
 
 class DatasetSummary(NamedTuple):
@@ -35,6 +47,34 @@ class DatasetSummary(NamedTuple):
     examples: int
     calls: int
     errors: int
+
+
+# Review status, as a predicate over the examples view (e).
+_STATUS = {
+    "accepted": "e.verdict = 'accept'",
+    "corrected": "e.corrected",
+    "unreviewed": "e.verdict IS NULL AND NOT e.corrected",
+}
+
+
+class Snapshot(NamedTuple):
+    """One recorded export: ``id`` is the file's SHA-256."""
+
+    id: str
+    dataset: str
+    format: str
+    examples: int
+    path: str | None
+    created_at: datetime
+
+
+class ImportResult(NamedTuple):
+    """What ``import_jsonl`` did: ``added`` is 0 when this file was imported there before."""
+
+    dataset: str
+    sha256: str
+    examples: int
+    added: int
 
 
 class SQLResult(Sequence[tuple[Any, ...]]):
@@ -161,12 +201,17 @@ class Store:
         since: datetime | None = None,
         until: datetime | None = None,
         model: str | None = None,
+        prompt: str | Prompt | None = None,
+        prompt_version: str | None = None,
+        status: str | None = None,
     ) -> Dataset:
         """The trainable examples of dataset ``name``; DatasetNotFoundError if it has no calls.
 
         Narrow it with ``model`` (the requested model), a time range (``since`` inclusive,
-        ``until`` exclusive, on the call's start), and ``where``: a SQL predicate over the
-        ``calls`` view, with ``?`` placeholders filled from ``params``, e.g.
+        ``until`` exclusive, on the call's start), the ``prompt`` the input was rendered from
+        (a name, or a ``Prompt``: that version) or a ``prompt_version``, the review ``status``
+        (``"accepted"``, ``"corrected"`` or ``"unreviewed"``), and ``where``: a SQL predicate
+        over the ``calls`` view, with ``?`` placeholders filled from ``params``, e.g.
         ``where="input_tokens < ?", params=[1000]``.
         """
         names = [d.name for d in self.list_datasets()]
@@ -194,6 +239,27 @@ class Store:
         if model is not None:
             clauses.append("request_model = ?")
             values.append(model)
+        if isinstance(prompt, Prompt):
+            if prompt_version is not None and prompt_version != prompt.version:
+                raise ConfigurationError(
+                    f"prompt {prompt!r} is version {prompt.version}, not {prompt_version!r}; "
+                    f"pass the prompt's name to choose another version"
+                )
+            prompt_version = prompt.version
+            prompt = prompt.name
+        for text, clause, label in (
+            (prompt, "prompt_name = ?", "prompt"),
+            (prompt_version, "prompt_version = ?", "prompt_version"),
+        ):
+            if text is not None:
+                if not isinstance(text, str):
+                    raise ConfigurationError(f"{label} must be text or a Prompt, got {text!r}")
+                clauses.append(clause)
+                values.append(text)
+        if status is not None and status not in _STATUS:
+            raise ConfigurationError(
+                f"status is one of {', '.join(map(repr, _STATUS))}, got {status!r}"
+            )
         if where is not None:
             if not isinstance(where, str) or not where.strip() or ";" in where:
                 raise ConfigurationError(
@@ -205,17 +271,118 @@ class Store:
         elif params:
             raise ConfigurationError("params were given without a where predicate to fill")
         condition = " AND ".join(clauses)
+        reviewed = _STATUS[status] if status is not None else "true"
 
         def load() -> list[Example]:
-            return self._examples(condition, values)
+            return self._examples(condition, values, reviewed)
 
-        return Dataset(name, load)
+        return Dataset(name, load, self)
 
-    def _examples(self, condition: str, values: list[Any]) -> list[Example]:
+    # --- snapshots and imports ------------------------------------------------------------------
+
+    def snapshots(self, dataset: str | None = None) -> list[Snapshot]:
+        """Every recorded export (of ``dataset`` and its parts, such as ``name[train]``, if
+        given), oldest first."""
+        if not self.path.exists():
+            return []
         result = self._query(
-            "SELECT id, dataset, messages, completion, tools, request_model, started_at "
-            f"FROM examples WHERE id IN (SELECT id FROM calls WHERE {condition}) "
-            "ORDER BY started_at, id",
+            "SELECT id, dataset, format, examples, path, created_at FROM snapshots "
+            "WHERE ? IS NULL OR dataset = ? OR starts_with(dataset, ? || '[') "
+            "ORDER BY created_at, id",
+            [dataset, dataset, dataset],
+        )
+        return [Snapshot(*row) for row in result]
+
+    def get_snapshot(self, snapshot_id: str) -> Dataset:
+        """The examples that went into an export, in its order, by the file's SHA-256 (or a
+        unique prefix of 8 or more of its characters), as they are in the store now."""
+        matches = [s for s in self.snapshots() if s.id.startswith(str(snapshot_id))]
+        if len(str(snapshot_id)) < 8 or len(matches) != 1:
+            known = ", ".join(s.id[:12] for s in self.snapshots()[-5:]) or "none yet"
+            problem = "is ambiguous" if len(matches) > 1 else "names no snapshot"
+            raise ConfigurationError(
+                f"snapshot id {snapshot_id!r} {problem} in {self.path}; give 8 or more "
+                f"characters of an id from store.snapshots() (latest: {known})"
+            )
+        snapshot = matches[0]
+
+        def load() -> list[Example]:
+            result = self._query(
+                f"SELECT {EXAMPLE_COLUMNS} FROM snapshot_calls s "
+                "JOIN examples e ON e.id = s.call_id JOIN calls c ON c.id = s.call_id "
+                "WHERE s.snapshot_id = ? ORDER BY s.position",
+                [snapshot.id],
+            )
+            return load_examples(result.rows)
+
+        return Dataset(snapshot.dataset, load, self)
+
+    def _record_snapshot(
+        self, sha256: str, dataset: str, kind: str, path: Path, call_ids: list[str]
+    ) -> str:
+        with self._write() as con:
+            con.execute(
+                "INSERT OR IGNORE INTO snapshots (id, dataset, format, examples, path) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [sha256, dataset, kind, len(call_ids), str(path.resolve())],
+            )
+            con.execute(
+                "INSERT OR IGNORE INTO snapshot_calls "
+                "SELECT ?, generate_subscripts(ids, 1) - 1, unnest(ids) "
+                "FROM (SELECT CAST(? AS VARCHAR[]) AS ids)",
+                [sha256, call_ids],
+            )
+        return sha256
+
+    def import_jsonl(
+        self, path: str | os.PathLike[str], dataset: str, *, model: str | None = None
+    ) -> ImportResult:
+        """Add the examples of an OpenAI chat fine-tuning JSONL file to dataset ``dataset``.
+
+        The file is checked first (``validate_jsonl``): if any example has an error, nothing
+        is added and the error says what to fix. Each example's last message (an assistant
+        message) is its training target; ``model`` is recorded as the requested model.
+        Importing the same file into the same dataset again adds nothing.
+        """
+        if not isinstance(dataset, str) or not dataset.strip():
+            raise ConfigurationError(f"dataset must be a non-empty name, got {dataset!r}")
+        source = Path(path)
+        records = read_jsonl(source)
+        report = validate_records(records, encoding=None)
+        last_roles = [
+            r["messages"][-1].get("role") if isinstance(r, Mapping) else None
+            for r in records
+            if isinstance(r, Mapping) and isinstance(r.get("messages"), list) and r["messages"]
+        ]
+        if not report.ok or any(role != "assistant" for role in last_roles):
+            problem = (
+                report.summary(limit=5)
+                if not report.ok
+                else "the last message of every example must be the assistant's answer"
+            )
+            raise ConfigurationError(
+                f"{source} cannot be imported; nothing was added. Fix the file and import it "
+                f"again:\n{problem}"
+            )
+        sha256 = file_sha256(source)
+        if self.path.exists():
+            before = self._query(
+                "SELECT count(*) FROM recorded_calls WHERE dataset = ? AND trace_id = ? "
+                "AND scope_name = ?",
+                [dataset, format(file_trace_id(sha256), "032x"), IMPORT_SCOPE],
+            )[0][0]
+            if before:
+                return ImportResult(dataset, sha256, len(records), 0)
+        lines = import_lines(records, dataset=dataset, source=source, sha256=sha256, model=model)
+        write_spool(self.spool_dir, lines)
+        self.ingest()
+        return ImportResult(dataset, sha256, len(records), len(records))
+
+    def _examples(self, condition: str, values: list[Any], reviewed: str) -> list[Example]:
+        result = self._query(
+            f"SELECT {EXAMPLE_COLUMNS} FROM examples e JOIN calls c ON c.id = e.id "
+            f"WHERE e.id IN (SELECT id FROM calls WHERE {condition}) AND {reviewed} "
+            "ORDER BY e.started_at, e.id",
             values,
         )
         return load_examples(result.rows)
@@ -271,14 +438,23 @@ class Store:
                 [call_id, better, worse, note],
             )
 
-    def export_preferences(self, dataset: str, path: str | os.PathLike[str]) -> Path:
+    def export_preferences(self, dataset: str, path: str | os.PathLike[str]) -> Export:
         """Write the dataset's preference pairs in OpenAI's preference fine-tuning (DPO)
-        format, one a line, oldest first; the file appears whole or not at all."""
+        format, one a line, oldest first; the file appears whole or not at all, recorded as a
+        snapshot."""
         result = self._query(
-            "SELECT example FROM preference_pairs WHERE dataset = ? ORDER BY created_at",
+            "SELECT call_id, example FROM preference_pairs WHERE dataset = ? ORDER BY created_at",
             [dataset],
         )
-        return write_jsonl(path, (json.loads(row[0]) for row in result.rows))
+        target = Path(path)
+        return publish(
+            target,
+            lambda tmp: write_lines(tmp, (json.loads(row[1]) for row in result.rows)),
+            lambda sha256: self._record_snapshot(
+                sha256, dataset, "openai_dpo", target, [row[0] for row in result.rows]
+            ),
+            len(result),
+        )
 
     def _feedback(self, call_id: str, kind: str, completion: str | None, note: str | None) -> None:
         with self._writing(call_id, note) as con:
@@ -295,15 +471,22 @@ class Store:
             raise ConfigurationError(f"a call id is the text in calls.id, got {call_id!r}")
         if note is not None and not isinstance(note, str):
             raise ConfigurationError(f"note must be text, got {note!r}")
-        self._refresh()
-        with connect(self.path, read_only=False, wait=self._wait) as con:
-            migrate(con, self.path)
+        with self._write() as con:
             found = con.execute("SELECT 1 FROM recorded_calls WHERE id = ?", [call_id]).fetchone()
             if found is None:
                 raise CallNotFoundError(
                     f"no call with id {call_id!r} in {self.path}; ids are in calls.id, e.g. "
                     f"store.sql(\"SELECT id FROM calls WHERE dataset = 'x'\")"
                 )
+            yield con
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection to the (migrated) store; what the block writes is one
+        transaction."""
+        self._refresh()
+        with connect(self.path, read_only=False, wait=self._wait) as con:
+            migrate(con, self.path)
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
