@@ -85,10 +85,10 @@ def main() -> None:
     dataset = store.get_dataset("search_classifier")
     train, val = dataset.split(0.8, seed=0)
     out = Path("finetuner-demo")
-    train.to_jsonl(out / "train.jsonl")
-    val.to_jsonl(out / "val.jsonl")
+    exports = [train.to_jsonl(out / "train.jsonl"), val.to_jsonl(out / "val.jsonl")]
     print(f"\nSplit {len(dataset)} examples into {len(train)} train / {len(val)} validation:")
-    print(f"  {out / 'train.jsonl'}\n  {out / 'val.jsonl'}")
+    for export in exports:  # each export is recorded in the store as a snapshot
+        print(f"  {export} ({export.examples} examples, snapshot {export.sha256[:12]})")
 
     print("\nPlain SQL over the store:")
     result = store.sql(

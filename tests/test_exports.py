@@ -266,3 +266,26 @@ def test_a_missing_optional_package_is_named(
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(finetuner_otel.ConfigurationError, match=r"finetuner-otel\[hf\]"):
         dataset.to_hf()
+
+
+def test_history_weight_trains_on_the_completion_only(
+    capture, server: OpenAIServer, tmp_path: Path
+) -> None:
+    server.enqueue(Reply("fine, thanks"))
+    history = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "how are you?"},
+    ]
+    server.client().chat.completions.create(model="m", messages=history, dataset_name="chat")
+    dataset = capture.open_store().get_dataset("chat")
+    [line] = dataset.to_jsonl(tmp_path / "w.jsonl", history_weight=0).read_text().splitlines()
+    assert json.loads(line)["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello", "weight": 0},
+        {"role": "user", "content": "how are you?"},
+        {"role": "assistant", "content": "fine, thanks"},
+    ]
+    assert finetuner_otel.validate_jsonl(tmp_path / "w.jsonl").ok
+    with pytest.raises(finetuner_otel.ConfigurationError, match="history_weight is 0 or 1"):
+        dataset.to_jsonl(tmp_path / "x.jsonl", history_weight=2)

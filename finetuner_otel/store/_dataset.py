@@ -41,9 +41,21 @@ class Example:
     prompt_version: str | None = None
     prompt_variables: dict[str, str] | None = None
 
-    def to_openai(self) -> dict[str, Any]:
-        """The example in OpenAI's chat fine-tuning format (one JSONL line)."""
-        record: dict[str, Any] = {"messages": [*self.messages, self.completion]}
+    def to_openai(self, history_weight: int | None = None) -> dict[str, Any]:
+        """The example in OpenAI's chat fine-tuning format (one JSONL line).
+
+        ``history_weight`` (0 or 1) sets ``weight`` on the assistant turns of the input that
+        carry none: 0 trains on the completion only, not on earlier answers in the history.
+        """
+        messages = self.messages
+        if history_weight is not None:
+            messages = [
+                {**m, "weight": history_weight}
+                if m.get("role") == "assistant" and "weight" not in m
+                else m
+                for m in messages
+            ]
+        record: dict[str, Any] = {"messages": [*messages, self.completion]}
         if self.tools:
             record["tools"] = self.tools
         return record
@@ -369,14 +381,22 @@ class Dataset(Sequence[Example]):
         models = Counter(e.model for e in self.examples if e.model)
         return models.most_common(1)[0][0] if models else None
 
-    def to_jsonl(self, path: str | os.PathLike[str]) -> Export:
+    def to_jsonl(
+        self, path: str | os.PathLike[str], *, history_weight: int | None = None
+    ) -> Export:
         """Write the examples in OpenAI's chat fine-tuning format, one per line.
 
-        The file appears whole or not at all (written beside, then renamed into place), and
-        only once its snapshot is recorded in the store.
+        ``history_weight=0`` trains on each completion only, not on the assistant turns of
+        the conversation before it (see ``Example.to_openai``). The file appears whole or not
+        at all (written beside, then renamed into place), and only once its snapshot is
+        recorded in the store.
         """
+        if history_weight not in (None, 0, 1) or isinstance(history_weight, bool):
+            raise ConfigurationError(f"history_weight is 0 or 1, got {history_weight!r}")
         return self._export(
-            "openai_chat", path, lambda tmp: write_lines(tmp, (e.to_openai() for e in self))
+            "openai_chat",
+            path,
+            lambda tmp: write_lines(tmp, (e.to_openai(history_weight) for e in self)),
         )
 
     def to_parquet(self, path: str | os.PathLike[str]) -> Export:

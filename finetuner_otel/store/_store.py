@@ -192,6 +192,12 @@ class Store:
         result = self._query("SELECT name, examples, calls, errors FROM datasets ORDER BY name")
         return [DatasetSummary(*row) for row in result]
 
+    def _dataset_names(self) -> list[str]:
+        if not self.path.exists() and not pending_files(self.spool_dir):
+            return []
+        result = self._query("SELECT DISTINCT dataset FROM recorded_calls ORDER BY 1")
+        return [row[0] for row in result]
+
     def get_dataset(
         self,
         name: str,
@@ -214,7 +220,7 @@ class Store:
         over the ``calls`` view, with ``?`` placeholders filled from ``params``, e.g.
         ``where="input_tokens < ?", params=[1000]``.
         """
-        names = [d.name for d in self.list_datasets()]
+        names = self._dataset_names()
         if name not in names:
             close = difflib.get_close_matches(str(name), names, n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

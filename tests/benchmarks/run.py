@@ -9,6 +9,9 @@
    of a long stream (500 chunks).
 2. Exporter throughput: spans per second from ``export()`` to rows queryable in DuckDB, with 2 KB
    of messages per span.
+3. Dataset export: 100,000 examples from the store to OpenAI chat JSONL with
+   ``store.get_dataset(...).to_jsonl()`` (snapshot recorded), against DuckDB's own ``COPY ... TO``
+   of the same rows from the ``examples`` view (the floor).
 
     python tests/benchmarks/run.py [--quick]
 """
@@ -244,7 +247,7 @@ def overhead(processes: int, rounds: int, calls: int) -> None:
                 )
 
 
-def _bench_spans(spans_count: int) -> list:  # type: ignore[type-arg]
+def _bench_spans(spans_count: int, content_size: int = 2000) -> list:  # type: ignore[type-arg]
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -253,7 +256,7 @@ def _bench_spans(spans_count: int) -> list:  # type: ignore[type-arg]
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("bench")
-    content = "x" * 2000
+    content = "x" * content_size
     for i in range(spans_count):
         with tracer.start_as_current_span("chat gpt-4o-mini") as span:
             span.set_attributes(
@@ -338,6 +341,53 @@ def exporter_throughput(spans_count: int, repeats: int) -> None:
     print(f"  ratio ours / DuckDB alone, per repeat: median {statistics.median(ratios):.2f}")
 
 
+def dataset_export(examples: int, repeats: int) -> None:
+    """Seconds to export ``examples`` examples to JSONL, ours and DuckDB's COPY, alternately."""
+    import duckdb
+
+    from finetuner_otel import Store
+    from finetuner_otel.store._rows import span_to_line
+    from finetuner_otel.store._spool import write_spool
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "export.duckdb"
+        store = Store(db, spool_dir=Path(tmp) / "spool")
+        for start in range(0, examples, 10_000):  # made and stored in slices: less memory
+            spans = _bench_spans(min(10_000, examples - start), content_size=500)
+            write_spool(store.spool_dir, [span_to_line(span) for span in spans])
+            store.ingest()
+        ours: list[float] = []
+        floor: list[float] = []
+        for repeat in range(repeats):
+            target = Path(tmp) / f"ours-{repeat}.jsonl"
+            start_time = time.perf_counter()
+            export = store.get_dataset("bench").to_jsonl(target)
+            ours.append(time.perf_counter() - start_time)
+            assert export.examples == examples, export.examples
+
+            copy = Path(tmp) / f"copy-{repeat}.jsonl"
+            start_time = time.perf_counter()
+            con = duckdb.connect(str(db), read_only=True)
+            con.execute(
+                "COPY (SELECT example FROM examples WHERE dataset = 'bench' "
+                f"ORDER BY started_at, id) TO '{copy}' (FORMAT JSON)"
+            )
+            con.close()
+            floor.append(time.perf_counter() - start_time)
+        size = export.stat().st_size / 1e6
+    print(f"Dataset export: {examples:,} examples ({size:.0f} MB of JSONL), {repeats} repeats, s")
+    print(
+        f"  {'ours: get_dataset().to_jsonl(), with its snapshot':58}: median "
+        f"{statistics.median(ours):6.2f}  (min {min(ours):.2f}, max {max(ours):.2f})"
+    )
+    print(
+        f"  {'DuckDB alone: COPY (SELECT example ...) TO (FORMAT JSON)':58}: median "
+        f"{statistics.median(floor):6.2f}  (min {min(floor):.2f}, max {max(floor):.2f})"
+    )
+    ratios = [a / b for a, b in zip(ours, floor, strict=True)]
+    print(f"  ratio ours / DuckDB COPY, per repeat: median {statistics.median(ratios):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
@@ -347,7 +397,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100, help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--only-export", action="store_true", help="the dataset export only")
     args = parser.parse_args()
+    if args.only_export:
+        dataset_export(10_000 if args.quick else 100_000, repeats=2 if args.quick else 3)
+        return
     if args.rounds_of:
         run_rounds(args.rounds_of, args.rounds, args.calls, args.db)
         return
@@ -355,9 +409,11 @@ def main() -> None:
     if args.quick:
         overhead(processes=1, rounds=20, calls=20)
         exporter_throughput(5000, repeats=2)
+        dataset_export(10_000, repeats=2)
     else:
         overhead(processes=3, rounds=100, calls=20)
         exporter_throughput(20000, repeats=5)
+        dataset_export(100_000, repeats=3)
 
 
 if __name__ == "__main__":
