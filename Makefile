@@ -4,15 +4,24 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The torch build the local-trainer tests run on (a CPU build where one is at hand).
+TORCH ?= torch==2.13.0
 
 .PHONY: demo test lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+# The package alone (what the demo needs), then the test and development tools on top.
+$(BIN)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) -e .
 	touch $@
 
-demo: $(BIN)/.installed
+$(BIN)/.installed: $(BIN)/.installed-base
+	$(PIP) -e '.[dev]' '$(TORCH)'
+	touch $@
+
+demo: $(BIN)/.installed-base
 	$(BIN)/python examples/quickstart.py
 
 test: $(BIN)/.installed

@@ -431,7 +431,7 @@ class Dataset(Sequence[Example]):
         conversational format TRL's trainers take) and ``tools`` as JSON text where any example
         has tools. Needs the ``datasets`` package."""
         _require("datasets", "hf")
-        import datasets  # type: ignore[import-untyped]
+        import datasets
 
         records = []
         has_tools = any(e.tools for e in self.examples)

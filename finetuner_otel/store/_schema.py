@@ -17,6 +17,30 @@ MIGRATIONS_TABLE = "finetuner_migrations"
 # content by these macros, in SQL, when it is read: the store keeps one copy of every message (half
 # the bytes to write at ingest), the derivation runs in DuckDB rather than in the user's process,
 # and a fix to it applies to every call already stored. Users can call them in their own SQL.
+# One chat message (not a tool message): content is a string for a single text part, a list of
+# parts otherwise, null for an assistant message with nothing, and left out beside tool calls;
+# a training weight (0 or 1 on assistant turns, e.g. from an import) is kept. Migration 0004
+# added the weight to stores made before it; new ones have it from 0001.
+_CHAT_MESSAGE_MACRO = r"""
+CREATE OR REPLACE MACRO openai_chat_message(m) AS CAST('{' || concat_ws(',',
+    '"role":' || coalesce(CAST(m->'role' AS VARCHAR), 'null'),
+    '"refusal":' || to_json(
+        [(p->>'content') FOR p IN openai_parts(m) IF (p->>'type') = 'refusal'][-1]),
+    '"content":' || CASE
+        WHEN len(openai_content(m)) = 1 AND (openai_content(m)[1]->>'type') = 'text'
+            THEN to_json((openai_content(m)[1]->>'text'))
+        WHEN len(openai_content(m)) > 0 THEN to_json(openai_content(m))
+        WHEN (m->>'role') = 'assistant'
+            THEN CASE WHEN len(openai_tool_calls(m)) > 0 THEN NULL ELSE 'null' END
+        ELSE '""' END,
+    '"tool_calls":' || CASE WHEN len(openai_tool_calls(m)) > 0
+                            THEN to_json(openai_tool_calls(m)) END,
+    '"name":' || CASE WHEN coalesce(m->>'name', '') <> '' THEN CAST(m->'name' AS VARCHAR) END,
+    '"weight":' || CASE WHEN json_type(json_extract(m, '$.weight')) IN ('UBIGINT', 'BIGINT')
+                        THEN CAST(json_extract(m, '$.weight') AS VARCHAR) END
+) || '}' AS JSON);
+"""
+
 _OPENAI_MACROS = r"""
 CREATE MACRO openai_text(v) AS
     CASE WHEN json_type(v) = 'VARCHAR' THEN (v->>'$') ELSE CAST(v AS VARCHAR) END;
@@ -74,24 +98,7 @@ CREATE MACRO openai_content(m) AS list_filter(
 CREATE MACRO openai_tool_calls(m) AS
     [openai_tool_call(p) FOR p IN openai_parts(m) IF (p->>'type') = 'tool_call'];
 
--- One chat message (not a tool message): content is a string for a single text part, a list of
--- parts otherwise, null for an assistant message with nothing, and left out beside tool calls.
-CREATE MACRO openai_chat_message(m) AS CAST('{' || concat_ws(',',
-    '"role":' || coalesce(CAST(m->'role' AS VARCHAR), 'null'),
-    '"refusal":' || to_json(
-        [(p->>'content') FOR p IN openai_parts(m) IF (p->>'type') = 'refusal'][-1]),
-    '"content":' || CASE
-        WHEN len(openai_content(m)) = 1 AND (openai_content(m)[1]->>'type') = 'text'
-            THEN to_json((openai_content(m)[1]->>'text'))
-        WHEN len(openai_content(m)) > 0 THEN to_json(openai_content(m))
-        WHEN (m->>'role') = 'assistant'
-            THEN CASE WHEN len(openai_tool_calls(m)) > 0 THEN NULL ELSE 'null' END
-        ELSE '""' END,
-    '"tool_calls":' || CASE WHEN len(openai_tool_calls(m)) > 0
-                            THEN to_json(openai_tool_calls(m)) END,
-    '"name":' || CASE WHEN coalesce(m->>'name', '') <> '' THEN CAST(m->'name' AS VARCHAR) END
-) || '}' AS JSON);
-
+""" + _CHAT_MESSAGE_MACRO + r"""
 -- One semconv message as OpenAI messages: a tool message may carry several results.
 CREATE MACRO openai_message(m) AS CASE
     WHEN (m->>'role') = 'tool' THEN
@@ -299,27 +306,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             call_id VARCHAR NOT NULL,        -- calls.id
             PRIMARY KEY (snapshot_id, position)
         );
-        -- Messages keep a training weight (0 or 1 on assistant turns), e.g. from an import.
-        CREATE OR REPLACE MACRO openai_chat_message(m) AS CAST('{' || concat_ws(',',
-            '"role":' || coalesce(CAST(m->'role' AS VARCHAR), 'null'),
-            '"refusal":' || to_json(
-                [(p->>'content') FOR p IN openai_parts(m) IF (p->>'type') = 'refusal'][-1]),
-            '"content":' || CASE
-                WHEN len(openai_content(m)) = 1 AND (openai_content(m)[1]->>'type') = 'text'
-                    THEN to_json((openai_content(m)[1]->>'text'))
-                WHEN len(openai_content(m)) > 0 THEN to_json(openai_content(m))
-                WHEN (m->>'role') = 'assistant'
-                    THEN CASE WHEN len(openai_tool_calls(m)) > 0 THEN NULL ELSE 'null' END
-                ELSE '""' END,
-            '"tool_calls":' || CASE WHEN len(openai_tool_calls(m)) > 0
-                                    THEN to_json(openai_tool_calls(m)) END,
-            '"name":' || CASE WHEN coalesce(m->>'name', '') <> ''
-                              THEN CAST(m->'name' AS VARCHAR) END,
-            '"weight":' || CASE WHEN json_type(json_extract(m, '$.weight'))
-                                     IN ('UBIGINT', 'BIGINT')
-                                THEN CAST(json_extract(m, '$.weight') AS VARCHAR) END
-        ) || '}' AS JSON);
-        """,
+        """
+        + _CHAT_MESSAGE_MACRO,
     ),
     (
         "0005_prompts",
@@ -334,6 +322,63 @@ MIGRATIONS: list[tuple[str, str]] = [
                    attributes->>'finetuner.prompt.version' AS prompt_version,
                    CAST(attributes->>'finetuner.prompt.variables' AS JSON) AS prompt_variables
             FROM recorded_calls;
+        """,
+    ),
+    (
+        "0006_finetune",
+        """
+        -- Training files uploaded to a fine-tuning provider, and the export (snapshot) in each.
+        CREATE TABLE finetune_uploads (
+            provider VARCHAR NOT NULL,       -- openai, together, local, or a server's host
+            file_id VARCHAR NOT NULL,        -- the provider's id of the file
+            dataset VARCHAR,
+            snapshot_id VARCHAR,             -- snapshots.id: the file's SHA-256
+            format VARCHAR,                  -- openai_chat | openai_dpo
+            examples BIGINT,
+            uploaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (provider, file_id)
+        );
+        -- Every fine-tuning job started or followed, as last seen.
+        CREATE TABLE finetune_jobs (
+            provider VARCHAR NOT NULL,
+            job_id VARCHAR NOT NULL,
+            base_model VARCHAR,
+            method VARCHAR,                  -- supervised | dpo
+            training_file VARCHAR,           -- finetune_uploads.file_id
+            validation_file VARCHAR,
+            hyperparameters JSON,
+            suffix VARCHAR,
+            -- queued | running | succeeded | failed | cancelled; provider_status is the
+            -- provider's own word (validating_files, compressing, ...)
+            status VARCHAR,
+            provider_status VARCHAR,
+            fine_tuned_model VARCHAR,
+            error VARCHAR,
+            trained_tokens BIGINT,
+            created_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (provider, job_id)
+        );
+        -- Each status a job was seen in, when first seen.
+        CREATE TABLE finetune_job_history (
+            provider VARCHAR NOT NULL,
+            job_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            provider_status VARCHAR NOT NULL,
+            observed_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        -- What trained on what: each job with the dataset and snapshots of its files.
+        CREATE VIEW finetune_lineage AS
+            SELECT j.provider, j.job_id, j.base_model, j.method, j.status, j.fine_tuned_model,
+                   t.dataset, t.snapshot_id AS training_snapshot, t.examples AS training_examples,
+                   v.snapshot_id AS validation_snapshot, v.examples AS validation_examples,
+                   j.hyperparameters, j.created_at, j.finished_at
+            FROM finetune_jobs j
+            LEFT JOIN finetune_uploads t
+                ON t.provider = j.provider AND t.file_id = j.training_file
+            LEFT JOIN finetune_uploads v
+                ON v.provider = j.provider AND v.file_id = j.validation_file;
         """,
     ),
 ]

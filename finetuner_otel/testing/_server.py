@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from ._finetuning import FineTuningAPI
+
 if TYPE_CHECKING:
     import openai
 
@@ -124,6 +126,10 @@ class OpenAIServer:
         self._httpd = _QuietServer((host, port), _make_handler(self))
         self._thread: threading.Thread | None = None
         self._clients: list[openai.OpenAI] = []
+        # The fine-tuning APIs: OpenAI's (files, fine_tuning/jobs) and Together's (files/upload,
+        # fine-tunes); script their jobs and failures through these.
+        self.fine_tuning = FineTuningAPI("openai")
+        self.together = FineTuningAPI("together")
 
     @property
     def url(self) -> str:
@@ -191,9 +197,26 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
+        def _fine_tuning(self, method: str, body: bytes) -> bool:
+            for api in (server.fine_tuning, server.together):
+                if api.routes(self.path):
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    status, obj, extra = api.handle(method, self.path, headers, body)
+                    self._send_json(status, obj, dict(extra))
+                    return True
+            return False
+
+        def do_GET(self) -> None:
+            if not self._fine_tuning("GET", b""):
+                self._send_json(
+                    404, _error_body(f"Unknown path {self.path}", "invalid_request_error")
+                )
+
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
+            if self._fine_tuning("POST", body):
+                return
             request = RecordedRequest(
                 "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
             )

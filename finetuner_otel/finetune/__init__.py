@@ -1,0 +1,31 @@
+"""Fine-tuning: from a dataset to a fine-tuned model, on more than one provider.
+
+::
+
+    from finetuner_otel.finetune import Finetuner
+
+    ft = Finetuner.for_openai()          # or for_together(), for_local(), Finetuner(provider)
+    train_id = ft.upload_dataset(train)  # validated first; an invalid dataset is refused
+    job = ft.start_job("gpt-4o-mini-2024-07-18", train_id, ft.upload_dataset(val), n_epochs=3)
+    job.wait()                           # the provider's events as they come
+    job.fine_tuned_model
+"""
+
+from ._finetuner import DatasetInvalidError, Finetuner
+from ._job import FINAL, Event, Job, JobFailedError, JobRequest, JobState, ProviderError
+from ._providers import OpenAIProvider, Provider, TogetherProvider
+
+__all__ = [
+    "FINAL",
+    "DatasetInvalidError",
+    "Event",
+    "Finetuner",
+    "Job",
+    "JobFailedError",
+    "JobRequest",
+    "JobState",
+    "OpenAIProvider",
+    "Provider",
+    "ProviderError",
+    "TogetherProvider",
+]

@@ -1,0 +1,405 @@
+"""``Finetuner``: from a dataset to a fine-tuned model, on any provider, recorded in the store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ConfigurationError, FinetunerError
+from .._json import dumps
+from ..store import Dataset, Store
+from ..store._validate import validate_records
+from ._job import Event, Job, JobRequest, JobState, ProviderError
+from ._providers import (
+    METHODS,
+    TOGETHER_BASE_URL,
+    OpenAIProvider,
+    Provider,
+    TogetherProvider,
+)
+
+if TYPE_CHECKING:
+    import openai
+
+_log = logging.getLogger("finetuner_otel.finetune")
+
+ANYSCALE_BASE_URL = "https://api.endpoints.anyscale.com/v1"
+
+
+class DatasetInvalidError(ConfigurationError):
+    """``upload_dataset`` refused a dataset that fails validation (``.report`` says why)."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _api_key(given: str | None, variable: str, provider: str) -> str:
+    key = given or os.environ.get(variable)
+    if not key:
+        raise ConfigurationError(f"{provider} needs an API key: set {variable} or pass api_key=...")
+    return key
+
+
+class Finetuner:
+    """Uploads datasets, starts fine-tuning jobs and follows them, on one ``provider``.
+
+    Uploads and jobs are recorded in ``store`` (default: the dataset's own store, else
+    ``FINETUNER_DB``), so ``list_jobs()`` and SQL (``finetune_jobs``, ``finetune_lineage``)
+    show what trained on what.
+    """
+
+    def __init__(self, provider: Provider, *, store: Store | str | os.PathLike[str] | None = None):
+        if not isinstance(provider, Provider):
+            raise ConfigurationError(
+                f"provider must implement the Provider interface (upload, create_job, get_job, "
+                f"list_events, cancel_job, list_jobs), got {provider!r}"
+            )
+        self.provider = provider
+        self._store = store if isinstance(store, Store) or store is None else Store(store)
+
+    def __repr__(self) -> str:
+        return f"Finetuner({self.provider!r})"
+
+    # --- providers ----------------------------------------------------------------------------
+
+    @classmethod
+    def for_openai(
+        cls,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        client: openai.OpenAI | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
+    ) -> Finetuner:
+        """OpenAI's fine-tuning API (``OPENAI_API_KEY``), or any server implementing it at
+        ``base_url`` (``OPENAI_BASE_URL``)."""
+        if client is None:
+            import openai
+
+            client = openai.OpenAI(
+                api_key=_api_key(api_key, "OPENAI_API_KEY", "OpenAI"), base_url=base_url
+            )
+        return cls(OpenAIProvider(client), store=store)
+
+    @classmethod
+    def for_together(
+        cls,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
+    ) -> Finetuner:
+        """Together AI (``TOGETHER_API_KEY``; ``base_url`` for another deployment of its API)."""
+        import openai
+
+        client = openai.OpenAI(
+            api_key=_api_key(api_key, "TOGETHER_API_KEY", "Together AI"),
+            base_url=base_url or os.environ.get("TOGETHER_BASE_URL") or TOGETHER_BASE_URL,
+        )
+        return cls(TogetherProvider(client), store=store)
+
+    @classmethod
+    def for_anyscale(
+        cls,
+        *,
+        api_key: str | None = None,
+        base_url: str = ANYSCALE_BASE_URL,
+        store: Store | str | os.PathLike[str] | None = None,
+    ) -> Finetuner:
+        """Retired: Anyscale Endpoints, an OpenAI-compatible fine-tuning API, closed in 2024.
+
+        Kept for code written against it: an OpenAI-compatible provider at its old base URL
+        (``ANYSCALE_API_KEY``), whose calls fail with an error that says so. Use
+        ``for_together()``, ``for_openai(base_url=...)`` or ``for_local()`` instead.
+        """
+        import openai
+
+        client = openai.OpenAI(
+            api_key=_api_key(api_key, "ANYSCALE_API_KEY", "Anyscale"),
+            base_url=base_url,
+            max_retries=0,
+        )
+        return cls(_RetiredProvider(OpenAIProvider(client, name="anyscale")), store=store)
+
+    @classmethod
+    def for_local(
+        cls,
+        output_dir: str | os.PathLike[str] = "finetuner-models",
+        *,
+        store: Store | str | os.PathLike[str] | None = None,
+        **trainer_options: Any,
+    ) -> Finetuner:
+        """Train on this machine with Hugging Face TRL and a PEFT LoRA adapter
+        (``pip install 'finetuner-otel[local]'``); jobs run when started, on a GPU if there
+        is one, and write an adapter directory under ``output_dir``."""
+        from ._local import LocalProvider
+
+        return cls(LocalProvider(Path(output_dir), **trainer_options), store=store)
+
+    # --- the store ----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store()
+        return self._store
+
+    def _writing(self, what: str, *statements: tuple[str, list[Any]]) -> None:
+        """Record in the store, in one transaction; a store that cannot be written is logged,
+        never fatal, since the provider has already done what was asked."""
+        try:
+            with self.store._write() as con:
+                for sql, params in statements:
+                    con.execute(sql, params)
+        except FinetunerError as exc:
+            _log.warning("could not record %s in %s: %s", what, self.store.path, exc)
+
+    def _record_upload(
+        self, file_id: str, dataset: str, snapshot: str | None, kind: str, examples: int
+    ) -> None:
+        self._writing(
+            f"upload {file_id}",
+            (
+                "INSERT OR REPLACE INTO finetune_uploads "
+                "(provider, file_id, dataset, snapshot_id, format, examples) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [self.provider.name, file_id, dataset, snapshot, kind, examples],
+            ),
+        )
+
+    def _record_state(
+        self, state: JobState, *, changed: bool = True, suffix: str | None = None
+    ) -> None:
+        if not changed:
+            return
+        self._writing(
+            f"job {state.id}",
+            (
+                """
+                INSERT INTO finetune_jobs (provider, job_id, base_model, method, training_file,
+                    validation_file, hyperparameters, suffix, status, provider_status,
+                    fine_tuned_model, error, trained_tokens, created_at, finished_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (provider, job_id) DO UPDATE SET
+                    status = excluded.status, provider_status = excluded.provider_status,
+                    fine_tuned_model = excluded.fine_tuned_model, error = excluded.error,
+                    trained_tokens = excluded.trained_tokens,
+                    finished_at = excluded.finished_at,
+                    hyperparameters = coalesce(excluded.hyperparameters, hyperparameters),
+                    suffix = coalesce(suffix, excluded.suffix),
+                    updated_at = now()
+                """,
+                [
+                    state.provider,
+                    state.id,
+                    state.base_model,
+                    state.method,
+                    state.training_file,
+                    state.validation_file,
+                    dumps(dict(state.hyperparameters)) if state.hyperparameters else None,
+                    suffix,
+                    state.status,
+                    state.provider_status,
+                    state.fine_tuned_model,
+                    state.error,
+                    state.trained_tokens,
+                    state.created_at,
+                    state.finished_at,
+                ],
+            ),
+            (
+                "INSERT INTO finetune_job_history (provider, job_id, status, provider_status) "
+                "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM finetune_job_history "
+                "WHERE provider = ? AND job_id = ? AND provider_status = ?)",
+                [
+                    state.provider,
+                    state.id,
+                    state.status,
+                    state.provider_status,
+                    state.provider,
+                    state.id,
+                    state.provider_status,
+                ],
+            ),
+        )
+
+    # --- datasets, jobs -----------------------------------------------------------------------
+
+    def upload_dataset(self, dataset: Dataset, *, history_weight: int | None = None) -> str:
+        """Validate ``dataset``, export it (recording its snapshot) and upload it for
+        supervised fine-tuning; the provider's file id. An invalid dataset is refused with
+        the validation report (DatasetInvalidError) and nothing is uploaded."""
+        if not isinstance(dataset, Dataset):
+            raise ConfigurationError(
+                f"upload_dataset() takes a Dataset (store.get_dataset(...)), got {dataset!r}"
+            )
+        if len(dataset) == 0:
+            raise ConfigurationError(f"dataset {dataset.name!r} has no examples to upload")
+        report = validate_records(
+            [e.to_openai(history_weight) for e in dataset], ids=[e.id for e in dataset]
+        )
+        if not report.ok:
+            raise DatasetInvalidError(
+                f"dataset {dataset.name!r} is not valid fine-tuning data; nothing was uploaded. "
+                f"Fix or leave out these examples (e.g. store.reject(call_id)):\n"
+                f"{report.summary(limit=5)}",
+                report,
+            )
+        with tempfile.TemporaryDirectory(prefix="finetuner-upload-") as tmp:
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset.name)
+            export = dataset.to_jsonl(Path(tmp) / f"{name}.jsonl", history_weight=history_weight)
+            file_id = self.provider.upload(export)
+        self._record_upload(file_id, dataset.name, export.sha256, "openai_chat", len(dataset))
+        return file_id
+
+    def upload_preferences(self, dataset: str, *, store: Store | None = None) -> str:
+        """Export the preference pairs of ``dataset`` (``store.prefer``) in the DPO format and
+        upload them; the provider's file id, for ``start_job(..., method="dpo")``."""
+        source = store or self.store
+        with tempfile.TemporaryDirectory(prefix="finetuner-upload-") as tmp:
+            export = source.export_preferences(dataset, Path(tmp) / "preferences.jsonl")
+            if export.examples == 0:
+                raise ConfigurationError(
+                    f"dataset {dataset!r} has no preference pairs; record them with "
+                    f"store.prefer(call_id, preferred, non_preferred)"
+                )
+            file_id = self.provider.upload(export)
+        self._record_upload(file_id, dataset, export.sha256, "openai_dpo", export.examples)
+        return file_id
+
+    def start_job(
+        self,
+        base_model: str,
+        training_file: str,
+        validation_file: str | None = None,
+        *,
+        method: str = "supervised",
+        suffix: str | None = None,
+        seed: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        **hyperparameters: Any,
+    ) -> Job:
+        """Start fine-tuning ``base_model`` on uploaded files (``upload_dataset``).
+
+        ``method``: "supervised" or "dpo"; ``hyperparameters`` as the provider names them
+        (OpenAI: n_epochs, batch_size, learning_rate_multiplier, beta for DPO; Together:
+        n_epochs, learning_rate, batch_size, lora, lora_r, ...; local: see ``for_local``).
+        """
+        if method not in METHODS:
+            raise ConfigurationError(f"method is 'supervised' or 'dpo', got {method!r}")
+        for label, value in (("base_model", base_model), ("training_file", training_file)):
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f"{label} must be a non-empty string, got {value!r}")
+        state = self.provider.create_job(
+            JobRequest(
+                base_model,
+                training_file,
+                validation_file,
+                method=method,
+                hyperparameters=hyperparameters,
+                suffix=suffix,
+                seed=seed,
+                metadata=metadata,
+            )
+        )
+        if state.method != method:
+            state = _with_method(state, method)
+        self._record_state(state, suffix=suffix)
+        return Job(state, self)
+
+    def get_job(self, job_id: str) -> Job:
+        """A job by its id, fresh from the provider: to follow again one started earlier."""
+        state = self.provider.get_job(job_id)
+        self._record_state(state)
+        return Job(state, self)
+
+    def list_jobs(self) -> list[Job]:
+        """The jobs of this provider recorded in the store, newest first (as last seen; use
+        ``job.refresh()`` or ``job.status`` for news)."""
+        if not self.store.path.exists():
+            return []
+        rows = self.store.sql(
+            "SELECT job_id, base_model, status, provider_status, fine_tuned_model, error, "
+            "trained_tokens, created_at, finished_at, training_file, validation_file, method, "
+            "hyperparameters FROM finetune_jobs WHERE provider = ? "
+            "ORDER BY created_at DESC NULLS LAST, updated_at DESC",
+            [self.provider.name],
+        )
+        return [
+            Job(
+                JobState(
+                    id=r[0],
+                    provider=self.provider.name,
+                    base_model=r[1],
+                    status=r[2],
+                    provider_status=r[3],
+                    fine_tuned_model=r[4],
+                    error=r[5],
+                    trained_tokens=r[6],
+                    created_at=r[7],
+                    finished_at=r[8],
+                    training_file=r[9],
+                    validation_file=r[10],
+                    method=r[11] or "supervised",
+                    hyperparameters=json.loads(r[12]) if r[12] else {},
+                ),
+                self,
+            )
+            for r in rows
+        ]
+
+
+def _with_method(state: JobState, method: str) -> JobState:
+    return dataclasses.replace(state, method=method)
+
+
+class _RetiredProvider:
+    """A provider at a retired service: each call that cannot reach it says so."""
+
+    def __init__(self, inner: OpenAIProvider) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def __repr__(self) -> str:
+        return f"retired {self.inner!r}"
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.inner, method)(*args, **kwargs)
+        except ProviderError as exc:
+            raise ProviderError(
+                f"Anyscale Endpoints ({self.inner.client.base_url}) was retired in 2024 and no "
+                f"longer fine-tunes models ({exc}). Use Finetuner.for_together(), "
+                f"Finetuner.for_openai(base_url=...) for another OpenAI-compatible service, or "
+                f"Finetuner.for_local()"
+            ) from exc
+
+    def upload(self, path: Path) -> str:
+        return str(self._call("upload", path))
+
+    def create_job(self, request: JobRequest) -> JobState:
+        state: JobState = self._call("create_job", request)
+        return state
+
+    def get_job(self, job_id: str) -> JobState:
+        state: JobState = self._call("get_job", job_id)
+        return state
+
+    def list_events(self, job_id: str) -> list[Event]:
+        events: list[Event] = self._call("list_events", job_id)
+        return events
+
+    def cancel_job(self, job_id: str) -> JobState:
+        state: JobState = self._call("cancel_job", job_id)
+        return state
+
+    def list_jobs(self, limit: int = 20) -> list[JobState]:
+        states: list[JobState] = self._call("list_jobs", limit)
+        return states
