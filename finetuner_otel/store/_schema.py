@@ -41,7 +41,8 @@ CREATE OR REPLACE MACRO openai_chat_message(m) AS CAST('{' || concat_ws(',',
 ) || '}' AS JSON);
 """
 
-_OPENAI_MACROS = r"""
+_OPENAI_MACROS = (
+    r"""
 CREATE MACRO openai_text(v) AS
     CASE WHEN json_type(v) = 'VARCHAR' THEN (v->>'$') ELSE CAST(v AS VARCHAR) END;
 
@@ -98,7 +99,9 @@ CREATE MACRO openai_content(m) AS list_filter(
 CREATE MACRO openai_tool_calls(m) AS
     [openai_tool_call(p) FOR p IN openai_parts(m) IF (p->>'type') = 'tool_call'];
 
-""" + _CHAT_MESSAGE_MACRO + r"""
+"""
+    + _CHAT_MESSAGE_MACRO
+    + r"""
 -- One semconv message as OpenAI messages: a tool message may carry several results.
 CREATE MACRO openai_message(m) AS CASE
     WHEN (m->>'role') = 'tool' THEN
@@ -144,6 +147,7 @@ CREATE MACRO openai_tools(definitions) AS CASE
         FOR d IN CAST(json_extract(definitions, '$[*]') AS JSON[]) IF json_type(d) = 'OBJECT'])
 END;
 """
+)
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
