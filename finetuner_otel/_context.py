@@ -18,6 +18,7 @@ from opentelemetry import baggage, context
 from ._settings import check_dataset_name
 
 BAGGAGE_KEY = "finetuner.dataset"
+PURPOSE_KEY = "finetuner.purpose"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -26,6 +27,29 @@ def current_dataset() -> str | None:
     """The dataset named by the innermost active ``dataset(...)`` scope, or None."""
     value = baggage.get_baggage(BAGGAGE_KEY)
     return value if isinstance(value, str) else None
+
+
+def current_purpose() -> str | None:
+    """Why the calls of this scope are made, when not for the app (``"eval"``), or None."""
+    value = baggage.get_baggage(PURPOSE_KEY)
+    return value if isinstance(value, str) else None
+
+
+class purpose:
+    """Mark the calls made inside this scope (e.g. ``"eval"``): recorded, never trained on."""
+
+    __slots__ = ("_tokens", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tokens: list[object] = []
+
+    def __enter__(self) -> purpose:
+        self._tokens.append(context.attach(baggage.set_baggage(PURPOSE_KEY, self.name)))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        context.detach(self._tokens.pop())  # type: ignore[arg-type]
 
 
 class dataset:

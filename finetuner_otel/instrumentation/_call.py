@@ -17,7 +17,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import _semconv as sc
-from .._context import current_dataset
+from .._context import current_dataset, current_purpose
 from .._ownership import OurCall, note_our_call
 from .._settings import check_dataset_name
 
@@ -91,6 +91,9 @@ class ChatCall:
         try:
             attrs = api.request_attributes(kwargs, instance)
             attrs[sc.DATASET] = resolve_dataset(dataset_keyword, default_dataset)
+            why = current_purpose()
+            if why is not None:
+                attrs[sc.PURPOSE] = why
             model = attrs.get(sc.REQUEST_MODEL)
             name = f"{sc.OPERATION_CHAT} {model}" if model else sc.OPERATION_CHAT
             span = tracers.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)

@@ -385,6 +385,53 @@ MIGRATIONS: list[tuple[str, str]] = [
                 ON v.provider = j.provider AND v.file_id = j.validation_file;
         """,
     ),
+    (
+        "0007_evals",
+        """
+        -- Every eval run, and each example's row in it. Scores are in [0, 1]; accuracy is their
+        -- mean over the scored examples (errors are counted apart).
+        CREATE TABLE eval_runs (
+            id VARCHAR PRIMARY KEY,
+            eval VARCHAR NOT NULL,           -- the Eval's name (its class, by default)
+            model VARCHAR NOT NULL,
+            dataset VARCHAR,
+            params JSON,                     -- temperature, ...
+            examples BIGINT NOT NULL,
+            scored BIGINT NOT NULL,
+            errors BIGINT NOT NULL,          -- calls or comparisons that failed
+            accuracy DOUBLE,
+            ci_low DOUBLE,                   -- Wilson 95% interval of the accuracy
+            ci_high DOUBLE,
+            calls BIGINT,                    -- model calls made (retries included)
+            retries BIGINT,
+            cached BIGINT,                   -- answers taken from eval_cache
+            started_at TIMESTAMPTZ NOT NULL,
+            finished_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE eval_results (
+            run_id VARCHAR NOT NULL,         -- eval_runs.id
+            position BIGINT NOT NULL,
+            call_id VARCHAR,                 -- calls.id of the example
+            messages JSON,                   -- the input the model was given
+            target JSON,
+            prediction JSON,
+            score DOUBLE,                    -- null when status is error
+            reason VARCHAR,
+            status VARCHAR NOT NULL,         -- ok | error
+            error VARCHAR,
+            cached BOOLEAN,
+            latency_ms DOUBLE,
+            PRIMARY KEY (run_id, position)
+        );
+        -- Answers by model, messages and parameters, so a run calls only what changed.
+        CREATE TABLE eval_cache (
+            key VARCHAR PRIMARY KEY,         -- SHA-256 of [model, messages, parameters]
+            model VARCHAR NOT NULL,
+            answer JSON NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

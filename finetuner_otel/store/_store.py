@@ -155,15 +155,24 @@ class Store:
             with contextlib.suppress(StoreLockedError):
                 ingest(self.path, self.spool_dir, wait=0.5)
 
+    def _upgrade(self) -> None:
+        """Apply the schema migrations a store made by an earlier version lacks."""
+        try:
+            with connect(self.path, read_only=False, wait=self._wait) as con:
+                migrate(con, self.path)
+        except StoreLockedError as exc:
+            raise StoreError(
+                f"the store {self.path} needs a schema upgrade, and another process holds it "
+                f"for writing ({exc}); try again when it is free"
+            ) from exc
+
     def _query(self, sql: str, params: Sequence[Any] | None = None) -> SQLResult:
         self._refresh()
         with connect(self.path, read_only=True, wait=self._wait) as con:
             pending = check_version(applied_migrations(con), self.path)
-            if pending:
-                raise StoreError(
-                    f"the store {self.path} needs {pending} schema migration(s); run "
-                    f"`Store(...).ingest()` or `finetuner ingest` once to upgrade it"
-                )
+        if pending:
+            self._upgrade()
+        with connect(self.path, read_only=True, wait=self._wait) as con:
             try:
                 cursor = con.execute(sql, list(params) if params is not None else None)
             except duckdb.InvalidInputException as exc:

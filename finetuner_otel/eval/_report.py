@@ -1,0 +1,267 @@
+"""A self-contained HTML report of eval runs: accuracy with its interval per model as a chart,
+the paired comparison and the disagreements, and every example with its diff."""
+
+from __future__ import annotations
+
+import difflib
+import html
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._json import dumps
+
+if TYPE_CHECKING:
+    from ._eval import EvalResult, ExampleResult
+
+_CSS = """
+:root { --ok: #1a7f37; --bad: #cf222e; --err: #9a6700; --ink: #1f2328; --muted: #656d76;
+        --line: #d0d7de; --bar: #0969da; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink);
+       margin: 0 auto; max-width: 1200px; padding: 24px; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
+.muted { color: var(--muted); }
+table { border-collapse: collapse; width: 100%; margin: 8px 0; }
+th, td { border-bottom: 1px solid var(--line); padding: 6px 8px; text-align: left;
+         vertical-align: top; }
+th { background: #f6f8fa; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+pre { margin: 0; white-space: pre-wrap; word-break: break-word; font: 12.5px/1.4 ui-monospace,
+      SFMono-Regular, Menlo, monospace; }
+ins { background: #dafbe1; text-decoration: none; } del { background: #ffebe9; }
+.pass { color: var(--ok); font-weight: 600; } .fail { color: var(--bad); font-weight: 600; }
+.error { color: var(--err); font-weight: 600; }
+.filters button { border: 1px solid var(--line); background: #fff; border-radius: 6px;
+                  padding: 3px 10px; margin-right: 4px; cursor: pointer; }
+.filters button[aria-pressed="true"] { background: var(--ink); color: #fff; }
+.verdict { padding: 10px 12px; border: 1px solid var(--line); border-radius: 6px;
+           background: #f6f8fa; }
+svg text { font: 12px system-ui, sans-serif; fill: var(--ink); }
+"""
+
+_SCRIPT = """
+document.querySelectorAll('.filters').forEach(function (group) {
+  var table = document.getElementById(group.dataset.table);
+  group.querySelectorAll('button').forEach(function (button) {
+    button.addEventListener('click', function () {
+      group.querySelectorAll('button').forEach(function (b) {
+        b.setAttribute('aria-pressed', String(b === button));
+      });
+      var want = button.dataset.show;
+      table.querySelectorAll('tbody tr').forEach(function (row) {
+        row.hidden = want !== 'all' && row.dataset.outcome !== want;
+      });
+    });
+  });
+});
+document.body.dataset.ready = 'true';
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(value if isinstance(value, str) else dumps(value), quote=True)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else dumps(value)
+
+
+def _diff(target: Any, prediction: Any) -> str:
+    """The prediction against the target, word by word: <del> what is missing, <ins> extra."""
+    expected, got = _text(target).split(" "), _text(prediction).split(" ")
+    out = []
+    for op, a1, a2, b1, b2 in difflib.SequenceMatcher(None, expected, got).get_opcodes():
+        if op == "equal":
+            out.append(html.escape(" ".join(expected[a1:a2])))
+            continue
+        if a2 > a1:
+            out.append(f"<del>{html.escape(' '.join(expected[a1:a2]))}</del>")
+        if b2 > b1:
+            out.append(f"<ins>{html.escape(' '.join(got[b1:b2]))}</ins>")
+    return " ".join(out)
+
+
+def _question(result: ExampleResult) -> str:
+    users = [m for m in result.messages if isinstance(m, dict) and m.get("role") == "user"]
+    content = users[-1].get("content") if users else ""
+    return _text(content)
+
+
+def _outcome(result: ExampleResult) -> str:
+    if result.status == "error":
+        return "error"
+    return "pass" if result.passed else "fail"
+
+
+def _answer_cell(result: ExampleResult) -> str:
+    outcome = _outcome(result)
+    if outcome == "error":
+        return f'<span class="error">error</span><pre>{_e(result.error or "")}</pre>'
+    diff = _diff(result.target, result.prediction)
+    return f'<span class="{outcome}">{outcome}</span><pre>{diff}</pre>'
+
+
+def _chart(runs: Sequence[EvalResult]) -> str:
+    """Horizontal bars of accuracy with 95% interval whiskers, one per run, as inline SVG."""
+    left, width, row = 230, 520, 34
+    height = row * len(runs) + 40
+    parts = [
+        f'<svg role="img" aria-label="Accuracy per model with 95% intervals" '
+        f'width="{left + width + 80}" height="{height}" viewBox="0 0 {left + width + 80} {height}">'
+    ]
+    for tick in range(0, 101, 25):
+        x = left + width * tick / 100
+        parts.append(
+            f'<line x1="{x}" y1="8" x2="{x}" y2="{height - 24}" stroke="#d0d7de"/>'
+            f'<text x="{x}" y="{height - 8}" text-anchor="middle">{tick}%</text>'
+        )
+    for i, run in enumerate(runs):
+        y = 12 + i * row
+        low, high = run.ci95
+        label = f"{run.model} ({run.eval_name})"
+        if len(label) > 30:
+            label = label[:29] + "…"
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{html.escape(label)}</text>'
+            f'<rect x="{left}" y="{y + 3}" width="{width * run.accuracy:.1f}" height="18" '
+            f'fill="#0969da" rx="2"><title>{run.accuracy:.1%}</title></rect>'
+            f'<line x1="{left + width * low:.1f}" y1="{y + 12}" x2="{left + width * high:.1f}" '
+            f'y2="{y + 12}" stroke="#1f2328" stroke-width="2"/>'
+            f'<line x1="{left + width * low:.1f}" y1="{y + 6}" x2="{left + width * low:.1f}" '
+            f'y2="{y + 18}" stroke="#1f2328" stroke-width="2"/>'
+            f'<line x1="{left + width * high:.1f}" y1="{y + 6}" x2="{left + width * high:.1f}" '
+            f'y2="{y + 18}" stroke="#1f2328" stroke-width="2"/>'
+            f'<text x="{left + width + 8}" y="{y + 16}">{run.accuracy:.1%}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _summary_table(runs: Sequence[EvalResult]) -> str:
+    rows = []
+    for run in runs:
+        low, high = run.ci95
+        rows.append(
+            "<tr>"
+            f"<td><code>{_e(run.run_id)}</code></td><td>{_e(run.eval_name)}</td>"
+            f"<td>{_e(run.model)}</td><td>{_e(run.dataset)}</td>"
+            f'<td class="num">{run.accuracy:.1%}</td>'
+            f'<td class="num">{low:.1%} to {high:.1%}</td>'
+            f'<td class="num">{run.n}</td><td class="num">{run.failures}</td>'
+            f'<td class="num">{run.errors}</td><td class="num">{run.calls}</td>'
+            f'<td class="num">{run.cached}</td>'
+            "</tr>"
+        )
+    return (
+        "<table><thead><tr><th>run</th><th>eval</th><th>model</th><th>dataset</th>"
+        "<th>accuracy</th><th>95% interval</th><th>scored</th><th>failed</th><th>errors</th>"
+        "<th>calls</th><th>cached</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _comparisons(runs: Sequence[EvalResult]) -> str:
+    if len(runs) < 2:
+        return ""
+    candidate = runs[0]
+    out = ["<h2>Paired comparison</h2>"]
+    for baseline in runs[1:]:
+        try:
+            comparison = candidate.compare_to(baseline)
+        except ValueError as exc:
+            out.append(f'<p class="verdict">{_e(str(exc))}</p>')
+            continue
+        out.append(f'<p class="verdict">{_e(comparison.summary())}</p>')
+        rows = []
+        for a, b in comparison.disagreements:
+            rows.append(
+                "<tr>"
+                f'<td class="num">{a.position + 1}</td><td><pre>{_e(_question(a))}</pre></td>'
+                f"<td><pre>{_e(a.target)}</pre></td>"
+                f"<td>{_answer_cell(a)}</td><td>{_answer_cell(b)}</td>"
+                "</tr>"
+            )
+        out.append(
+            f"<p>{len(rows)} disagreements: examples one model passed and the other did not.</p>"
+        )
+        if rows:
+            out.append(
+                f"<table><thead><tr><th>#</th><th>input</th><th>target</th>"
+                f"<th>{_e(baseline.model)}</th><th>{_e(candidate.model)}</th></tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table>"
+            )
+    return "".join(out)
+
+
+def _examples(index: int, run: EvalResult) -> str:
+    table_id = f"examples-{index}"
+    counts = {k: sum(_outcome(r) == k for r in run.results) for k in ("pass", "fail", "error")}
+    buttons = "".join(
+        f'<button type="button" data-show="{key}" aria-pressed="{str(key == "all").lower()}">'
+        f"{label}</button>"
+        for key, label in (
+            ("all", f"all {len(run.results)}"),
+            ("fail", f"failed {counts['fail']}"),
+            ("error", f"errors {counts['error']}"),
+            ("pass", f"passed {counts['pass']}"),
+        )
+    )
+    rows = []
+    for r in run.results:
+        outcome = _outcome(r)
+        answer = _answer_cell(r)
+        score = "" if r.score is None else f"{r.score:.2f}"
+        rows.append(
+            f'<tr data-outcome="{outcome}">'
+            f'<td class="num">{r.position + 1}</td><td><pre>{_e(_question(r))}</pre></td>'
+            f"<td><pre>{_e(r.target)}</pre></td><td>{answer}</td>"
+            f'<td class="num"><span class="{outcome}">{outcome}</span> {score}</td>'
+            f"<td>{_e(r.reason or '')}</td>"
+            "</tr>"
+        )
+    return (
+        f"<h2>{_e(run.model)}: every example <span class='muted'>({_e(run.eval_name)}, "
+        f"{_e(run.run_id)})</span></h2>"
+        f'<div class="filters" data-table="{table_id}">{buttons}</div>'
+        f'<table id="{table_id}"><thead><tr><th>#</th><th>input</th><th>target</th>'
+        f"<th>answer (<del>missing</del> <ins>extra</ins>)</th><th>score</th><th>reason</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def render(runs: Sequence[EvalResult]) -> str:
+    title = " vs ".join(dict.fromkeys(run.model for run in runs))
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = (
+        f"<h1>Eval report: {_e(title)}</h1>"
+        f'<p class="muted">{len(runs)} run(s), made {now} by finetuner-otel. Accuracy is the '
+        f"mean score of the scored examples; errors (failed calls) are counted apart.</p>"
+        f"<h2>Accuracy</h2>{_chart(runs)}{_summary_table(runs)}"
+        f"{_comparisons(runs)}" + "".join(_examples(i, run) for i, run in enumerate(runs))
+    )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>Eval report: {_e(title)}</title><style>{_CSS}</style></head>"
+        f"<body>{body}<script>{_SCRIPT}</script></body></html>"
+    )
+
+
+def write_report(path: Path, runs: Sequence[EvalResult]) -> Path:
+    """Write the report of ``runs`` to ``path``, atomically; the first run is compared with
+    each of the others, as its baselines."""
+    if not runs:
+        raise ValueError("a report needs at least one eval run")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(render(runs))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
