@@ -57,6 +57,10 @@ _STATUS = {
 }
 
 
+# Statement kinds store.sql() runs: they read.
+_READ_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "PRAGMA"})
+
+
 class Snapshot(NamedTuple):
     """One recorded export: ``id`` is the file's SHA-256."""
 
@@ -192,6 +196,17 @@ class Store:
         ``datasets``). Use ``?`` placeholders with ``params`` for values."""
         if not isinstance(query, str) or not query.strip():
             raise StoreError("store.sql() needs a SQL statement, e.g. 'SELECT * FROM datasets'")
+        try:
+            kinds = {s.type.name for s in duckdb.extract_statements(query)}
+        except duckdb.Error as exc:
+            raise StoreError(f"SQL error: {exc}") from exc
+        writes = sorted(kinds - _READ_STATEMENTS)
+        if writes:
+            raise StoreError(
+                f"store.sql() is read-only, and this is a {' / '.join(writes)} statement. "
+                f"Record feedback with accept/reject/correct (finetuner calls ...), and export "
+                f"with the Dataset API (finetuner datasets export)."
+            )
         return self._query(query, params)
 
     def list_datasets(self) -> list[DatasetSummary]:

@@ -235,10 +235,12 @@ def resolve_encoding(model: str | None, encoding: Any) -> tuple[Any, str | None]
     except ValueError as exc:  # an unknown encoding name
         raise ConfigurationError(str(exc)) from exc
     except Exception as exc:  # tiktoken downloads encodings on first use
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        detail = detail if len(detail) <= 80 else detail[:77] + "..."
         return None, (
-            f"tiktoken could not load the encoding ({type(exc).__name__}: {exc}); it downloads "
-            f"each encoding once: run once with network access, or set TIKTOKEN_CACHE_DIR to a "
-            f"folder that holds it"
+            f"tiktoken could not load the encoding ({type(exc).__name__}: {detail}); it "
+            f"downloads each encoding once: run once with network access, or set "
+            f"TIKTOKEN_CACHE_DIR to a folder that holds it"
         )
 
 

@@ -1,0 +1,2 @@
+"""Runnable examples; installed as ``finetuner_otel.examples`` (``finetuner demo`` runs the
+quickstart)."""
