@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from . import _semconv as sc
 from ._errors import ConfigurationError
+from ._redact import RedactSpec, make_redactor
 from ._settings import Settings
 from .exporters import DuckDBSpanExporter
 from .instrumentation import OpenAIInstrumentor
@@ -122,6 +123,7 @@ def instrument(
     default_dataset: str | None = None,
     tracer_provider: TracerProvider | None = None,
     spool_dir: str | os.PathLike[str] | None = None,
+    redact: RedactSpec | None = None,
 ) -> Instrumentation:
     """Capture every OpenAI chat call of this process into a DuckDB store.
 
@@ -129,6 +131,10 @@ def instrument(
     set an SDK TracerProvider (or passes one), our span processor is added to it, so its own
     exporters keep working and see our spans; otherwise a private provider is used and the
     global one is left alone. Calling ``instrument()`` again returns the same handle.
+
+    ``redact`` rewrites the text of each call before anything is recorded: a function of a
+    text, or a list of regular expressions and built-in names (``"email"``, ``"phone"``,
+    ``"api_key"``); default ``FINETUNER_REDACT`` (built-in names, separated by commas).
     """
     global _active
     settings = Settings.load(db, spool_dir=spool_dir, default_dataset=default_dataset)
@@ -159,6 +165,7 @@ def instrument(
             tracer_provider=provider,
             capture_tracer_provider=capture,
             default_dataset=settings.default_dataset,
+            redact=make_redactor(redact),
         )
         _active = Instrumentation(settings, provider, processor, owns)
         atexit.register(_active.shutdown)

@@ -21,7 +21,9 @@ app.py`` (this instrumentor is registered as ``finetuner_openai``, beside the co
 Settings
 --------
 ``FINETUNER_DATASET``: the dataset of calls with no ``dataset_name=`` keyword and no
-``finetuner_otel.dataset(...)`` scope (default ``default``).
+``finetuner_otel.dataset(...)`` scope (default ``default``). ``FINETUNER_REDACT``: built-in
+redactions (``email,phone,api_key``); ``instrument(redact=...)`` also takes a function of a text
+or regular expressions (see ``finetuner_otel._redact``).
 
 The ``dataset_name`` keyword is removed before the SDK sees it. Without this instrumentation the
 SDK rejects it with ``TypeError``; code that must also run uninstrumented should use the
@@ -30,6 +32,7 @@ SDK rejects it with ``TypeError``; code that must also run uninstrumented should
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 from typing import Any
 
@@ -37,6 +40,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.trace import get_tracer
 from wrapt import wrap_function_wrapper
 
+from .._redact import from_environment, make_redactor
 from .._settings import Settings
 from ..version import __version__
 from . import _content
@@ -109,6 +113,9 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         settings = Settings.load(default_dataset=kwargs.get("default_dataset"))
         default = settings.default_dataset
         _content.LIMIT.size = kwargs.get("max_content_size") or settings.max_content_size
+        _content.REDACTION.redactor = make_redactor(kwargs.get("redact")) or from_environment(
+            os.environ.get("FINETUNER_REDACT")
+        )
         for module, owner, method, api, is_async in _PATCHES:
             factory = async_traced if is_async else sync_traced
             wrap_function_wrapper(module, f"{owner}.{method}", factory(tracers, api, default))
@@ -126,3 +133,4 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         for module, owner, method in [p[:3] for p in _PATCHES] + _HELPERS + _POSTS:
             unwrap_ours(getattr(importlib.import_module(module), owner), method)
+        _content.REDACTION.redactor = None

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _semconv as sc
-from .._json import dumps
-from ._content import field, given, semconv_finish_reason, usage_attributes
+from ._content import encode_messages, field, given, semconv_finish_reason, usage_attributes
 
 
 class _ChoiceBuffer:
@@ -108,6 +107,6 @@ class ChatStreamBuffer:
         ordered = [self.choices[i] for i in sorted(self.choices)]
         if ordered:
             attrs[sc.RESPONSE_FINISH_REASONS] = tuple(c.finish_reason or "" for c in ordered)
-        attrs[sc.OUTPUT_MESSAGES] = dumps([c.message(incomplete) for c in ordered])
+        attrs[sc.OUTPUT_MESSAGES] = encode_messages([c.message(incomplete) for c in ordered])
         attrs.update(usage_attributes(self.usage))
         return attrs

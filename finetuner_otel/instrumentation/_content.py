@@ -7,6 +7,7 @@ kept as the exact string the SDK sent or received, so a stored example is byte-f
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ import pydantic
 from .. import _semconv as sc
 from .._json import dumps
 from .._prompt import RenderedMessages
+from .._redact import Redactor
 from .._settings import DEFAULT_MAX_CONTENT_SIZE
 
 try:  # sentinels for "argument not given"; Omit appeared in later SDK releases
@@ -173,6 +175,23 @@ class _Limit:
 
 
 LIMIT = _Limit()
+
+
+class _Redaction:
+    """The redactor the instrumentor was given (``instrument(redact=...)``), or None."""
+
+    redactor: Redactor | None = None
+
+
+REDACTION = _Redaction()
+
+
+def encode_messages(messages: list[Any]) -> str:
+    """Semconv messages (or instruction parts) as the attribute's JSON, redacted first."""
+    redactor = REDACTION.redactor
+    return dumps(redactor.messages(messages) if redactor is not None else messages)
+
+
 _CAPPED_FIELDS = ("content", "file_data", "uri")
 _OMITTED_KEY = f'"{sc.OMITTED_MARKER}":'
 
@@ -415,7 +434,7 @@ def add_content(
     """The request's content attributes (either API): the input messages (and whether a part
     was left out over the size cap), the tool definitions, and the other request options."""
     if messages is not None:
-        encoded = dumps(messages)
+        encoded = encode_messages(messages)
         attrs[sc.INPUT_MESSAGES] = encoded
         if omitted_content(encoded):
             attrs[sc.CONTENT_OMITTED] = True
@@ -429,7 +448,10 @@ def add_content(
         attrs[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(tools))
     options = {k: v for k, v in kwargs.items() if k not in not_options and given(v)}
     if options:
-        attrs[sc.REQUEST_OPTIONS] = dumps(options)
+        redactor = REDACTION.redactor
+        attrs[sc.REQUEST_OPTIONS] = dumps(
+            redactor.value(json.loads(dumps(options))) if redactor is not None else options
+        )
     return attrs
 
 
@@ -473,7 +495,7 @@ def response_attributes(completion: Any) -> dict[str, Any]:
         messages.append(output_message(field(choice, "message"), reason))
     if reasons:
         attrs[sc.RESPONSE_FINISH_REASONS] = tuple(reasons)
-    attrs[sc.OUTPUT_MESSAGES] = dumps(messages)
+    attrs[sc.OUTPUT_MESSAGES] = encode_messages(messages)
     attrs.update(usage_attributes(field(completion, "usage")))
     return attrs
 

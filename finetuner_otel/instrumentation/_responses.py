@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import _semconv as sc
-from .._json import dumps
 from ._content import (
     NOT_OPTIONS,
     add_content,
     audio_part,
     base_request_attributes,
     cap,
+    encode_messages,
     field,
     file_part,
     given,
@@ -169,7 +169,7 @@ def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, An
         attrs[sc.REQUEST_MAX_TOKENS] = max_tokens
     instructions = kwargs.get("instructions")
     if given(instructions) and isinstance(instructions, str):
-        attrs[sc.SYSTEM_INSTRUCTIONS] = dumps([{"type": "text", "content": instructions}])
+        attrs[sc.SYSTEM_INSTRUCTIONS] = encode_messages([{"type": "text", "content": instructions}])
     text = kwargs.get("text")
     fmt = field(text, "format") if given(text) else None
     if fmt is not None:
@@ -209,7 +209,7 @@ def response_attributes(response: Any) -> dict[str, Any]:
     attrs = response_identity(response)
     message, reason = output_message(response)
     attrs[sc.RESPONSE_FINISH_REASONS] = (reason,)
-    attrs[sc.OUTPUT_MESSAGES] = dumps([message])
+    attrs[sc.OUTPUT_MESSAGES] = encode_messages([message])
     usage = field(response, "usage")
     if usage is not None:
         for key, attr in (
@@ -278,5 +278,5 @@ class ResponsesStreamBuffer:
         message = messages[0] if messages else {"role": "assistant", "parts": []}
         message["finish_reason"] = "error"
         attrs[sc.RESPONSE_FINISH_REASONS] = ("error",)
-        attrs[sc.OUTPUT_MESSAGES] = dumps([message])
+        attrs[sc.OUTPUT_MESSAGES] = encode_messages([message])
         return attrs
