@@ -543,6 +543,28 @@ def doctor(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace, ctx: Context) -> int:
+    from .._serve import OTLPReceiver
+
+    token = args.token or os.environ.get("FINETUNER_SERVE_TOKEN") or None
+    receiver = OTLPReceiver(
+        ctx.store.path,
+        host=args.host,
+        port=args.port,
+        token=token,
+        max_body=args.max_body_mb * 1024 * 1024,
+    )
+    ctx.err.write(
+        f"finetuner serve: OTLP/HTTP traces at {receiver.url} into {ctx.store.path}"
+        f"{' (bearer token required)' if token else ''}; Ctrl-C stops\n"
+    )
+    ctx.err.flush()
+    with contextlib.suppress(KeyboardInterrupt):
+        receiver.serve_forever()
+    ctx.output.text(f"accepted {receiver.accepted} spans, refused {receiver.refused} requests")
+    return 0
+
+
 def demo(args: argparse.Namespace, ctx: Context) -> int:
     from ..examples.quickstart import main as quickstart
 
@@ -716,6 +738,13 @@ def build_parser() -> argparse.ArgumentParser:
     command(groups, "ingest", ingest, "move spooled calls into the store now")
     command(groups, "doctor", doctor, "versions, the store, the spool, the OTel entry points")
     command(groups, "demo", demo, "the README's demo, on the local OpenAI-compatible server")
+    p = command(
+        groups, "serve", serve, "receive OTLP/HTTP traces (e.g. from a Collector) into the store"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; 0.0.0.0 for all")
+    p.add_argument("--port", type=int, default=4318, help="default 4318, OTLP/HTTP's")
+    p.add_argument("--token", help="require this bearer token (or FINETUNER_SERVE_TOKEN)")
+    p.add_argument("--max-body-mb", type=int, default=16, help="largest request (default 16)")
     return parser
 
 
