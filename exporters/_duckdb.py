@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import os
 import threading
@@ -23,6 +25,10 @@ logger = logging.getLogger("finetuner_otel.exporters")
 # of a few thousand rows are DuckDB's efficient size, and a burst then streams into the store
 # while it is still being exported instead of piling up in the spool.
 INGEST_BATCH_SPANS = 4096
+# When the spool cannot be written (disk full, a read-only or missing directory), spans are held
+# in memory, up to this many, and written with the next batch that can be; beyond it the oldest
+# are dropped and counted (``spans_dropped``, and ``finetuner doctor`` once the spool is back).
+MAX_HELD_SPANS = 10_000
 
 
 class DuckDBSpanExporter(SpanExporter):
@@ -45,12 +51,17 @@ class DuckDBSpanExporter(SpanExporter):
         *,
         spool_dir: str | os.PathLike[str] | None = None,
         ingest_interval: float | None = None,
+        max_held_spans: int = MAX_HELD_SPANS,
     ) -> None:
         self._settings = Settings.load(db, spool_dir=spool_dir, ingest_interval=ingest_interval)
         self._last_ingest = time.monotonic()
         self._spooled_since_ingest = 0
         self._shutdown = False
         self._spans_dropped = 0
+        self._dropped_recorded = 0
+        self._held: collections.deque[str] = collections.deque()
+        self._max_held = max_held_spans
+        self._spool_failing = False
         self._init_threading()
         self_ref = weakref.ref(self)
 
@@ -96,24 +107,70 @@ class DuckDBSpanExporter(SpanExporter):
             except Exception:
                 self._spans_dropped += 1
                 logger.exception("finetuner-otel: could not convert span %s; skipped", span.name)
-        try:
-            with self._spool_lock:
-                write_spool(self._settings.spool_dir, lines)
-        except Exception:
-            self._spans_dropped += len(lines)
-            logger.exception(
-                "finetuner-otel: could not spool %d spans to %s",
-                len(lines),
-                self._settings.spool_dir,
-            )
+        written = self._spool(lines)
+        if written is None:
             return SpanExportResult.FAILURE
-        self._spooled_since_ingest += len(lines)
+        self._spooled_since_ingest += written
         if (
             self._spooled_since_ingest >= INGEST_BATCH_SPANS
             or time.monotonic() - self._last_ingest >= self._settings.ingest_interval
         ):
             self._request_ingest()
         return SpanExportResult.SUCCESS
+
+    def _spool(self, lines: list[str]) -> int | None:
+        """Write the held lines and ``lines`` to one spool file; the number written, or None
+        when the spool cannot be written (they are then held, up to the bound)."""
+        with self._spool_lock:
+            batch = [*self._held, *lines] if self._held else lines
+            try:
+                write_spool(self._settings.spool_dir, batch)
+            except Exception as exc:
+                self._held.extend(lines)
+                excess = len(self._held) - self._max_held
+                for _ in range(max(excess, 0)):
+                    self._held.popleft()
+                if excess > 0:
+                    self._spans_dropped += excess
+                if not self._spool_failing:  # once per outage, not once per batch
+                    self._spool_failing = True
+                    logger.error(
+                        "finetuner-otel: cannot write the spool %s (%s: %s); holding spans in "
+                        "memory (up to %d) until it can be written",
+                        self._settings.spool_dir,
+                        type(exc).__name__,
+                        exc,
+                        self._max_held,
+                    )
+                return None
+            if self._spool_failing:
+                self._spool_failing = False
+                logger.warning(
+                    "finetuner-otel: the spool %s is writable again; %d held spans written, %d "
+                    "dropped in all",
+                    self._settings.spool_dir,
+                    len(self._held),
+                    self._spans_dropped,
+                )
+            self._held.clear()
+            self._record_dropped()
+            return len(batch)
+
+    def _record_dropped(self) -> None:
+        """Leave the count of dropped spans beside the spool, for ``finetuner doctor``."""
+        if self._spans_dropped == self._dropped_recorded:
+            return
+        path = self._settings.spool_dir / f"dropped-{os.getpid()}-{id(self):x}.json"
+        try:
+            path.write_text(json.dumps({"pid": os.getpid(), "spans_dropped": self._spans_dropped}))
+            self._dropped_recorded = self._spans_dropped
+        except OSError:
+            pass
+
+    @property
+    def spans_held(self) -> int:
+        """GenAI spans waiting in memory for the spool to be writable again."""
+        return len(self._held)
 
     def _request_ingest(self) -> None:
         self._last_ingest = time.monotonic()
@@ -152,9 +209,13 @@ class DuckDBSpanExporter(SpanExporter):
         return False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Every exported span is already durable in the spool; also try to ingest it now."""
-        if not self._shutdown:
-            self._ingest(wait=timeout_millis / 1000)
+        """Every exported span is durable in the spool (False if some are held in memory
+        because it cannot be written); also try to ingest them now."""
+        if self._shutdown:
+            return True
+        if self._held and self._spool([]) is None:
+            return False
+        self._ingest(wait=timeout_millis / 1000)
         return True
 
     def shutdown(self) -> None:
@@ -168,4 +229,12 @@ class DuckDBSpanExporter(SpanExporter):
             ingester = self._ingester
         if ingester is not None:
             ingester.join(timeout=5.0)
+        if self._held and self._spool([]) is None:
+            self._spans_dropped += len(self._held)
+            logger.error(
+                "finetuner-otel: the spool %s could not be written before exit; %d spans lost",
+                self._settings.spool_dir,
+                len(self._held),
+            )
+            self._held.clear()
         self._ingest(wait=5.0)

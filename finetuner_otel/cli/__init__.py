@@ -530,6 +530,7 @@ def doctor(args: argparse.Namespace, ctx: Context) -> int:
         "schema": f"{len(applied)} of {len(MIGRATIONS)} migrations applied",
         "spool": str(store.spool_dir),
         "spool_backlog_files": store.pending(),
+        "spans_dropped": _dropped(store.spool_dir),
         "entry_points": found,
     }
     ctx.output.record(record)
@@ -563,6 +564,17 @@ def serve(args: argparse.Namespace, ctx: Context) -> int:
         receiver.serve_forever()
     ctx.output.text(f"accepted {receiver.accepted} spans, refused {receiver.refused} requests")
     return 0
+
+
+def _dropped(spool_dir: Path) -> int:
+    """Spans exporters could not keep (disk full, an unwritable spool), as they recorded it."""
+    total = 0
+    for path in spool_dir.glob("dropped-*.json") if spool_dir.is_dir() else ():
+        try:
+            total += int(json.loads(path.read_text())["spans_dropped"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return total
 
 
 def demo(args: argparse.Namespace, ctx: Context) -> int:

@@ -1,0 +1,99 @@
+"""Faults: an unwritable spool, an ingest killed mid-transaction. Nothing exported is lost
+(within the memory bound), the app never sees an exception, and drops are counted."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from finetuner_otel.exporters import DuckDBSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from finetuner_otel import Store
+from finetuner_otel.cli import main
+from finetuner_otel.store._rows import span_to_line
+from finetuner_otel.store._spool import pending_files, write_spool
+
+
+def _spans(n: int, start: int = 0) -> list[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("faults")
+    for i in range(start, start + n):
+        with tracer.start_as_current_span("chat m") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "m",
+                    "finetuner.dataset": "faults",
+                    "gen_ai.input.messages": json.dumps(
+                        [{"role": "user", "parts": [{"type": "text", "content": f"q{i}"}]}]
+                    ),
+                    "gen_ai.output.messages": json.dumps(
+                        [
+                            {
+                                "role": "assistant",
+                                "finish_reason": "stop",
+                                "parts": [{"type": "text", "content": f"a{i}"}],
+                            }
+                        ]
+                    ),
+                }
+            )
+    return list(memory.get_finished_spans())
+
+
+def _answers(db: Path) -> list[str]:
+    rows = Store(db).sql("SELECT completion->>'content' FROM calls ORDER BY started_at").rows
+    return [r[0] for r in rows]
+
+
+def test_an_unwritable_spool_holds_spans_then_writes_them(tmp_path: Path) -> None:
+    db, spool = tmp_path / "s.duckdb", tmp_path / "s.duckdb.spool"  # the default spool
+    spool.write_text("a file where the spool directory should be")  # fails even for root
+    exporter = DuckDBSpanExporter(db, spool_dir=spool, max_held_spans=5)
+    spans = _spans(7)
+    exporter.export(spans[:3])
+    exporter.export(spans[3:])  # 7 > 5: the 2 oldest are dropped, counted
+    assert (exporter.spans_held, exporter.spans_dropped) == (5, 2)
+    assert exporter.force_flush() is False  # not durable yet, and says so
+    spool.unlink()  # the disk is back
+    assert exporter.force_flush() is True
+    assert exporter.spans_held == 0
+    assert _answers(db) == [f"a{i}" for i in range(2, 7)]
+    exporter.shutdown()
+    out = io.StringIO()
+    main(["--db", str(db), "--json", "doctor"], out=out, err=io.StringIO())
+    assert json.loads(out.getvalue())["spans_dropped"] == 2
+
+
+def test_an_ingest_killed_mid_transaction_loses_nothing_on_rerun(tmp_path: Path) -> None:
+    db, spool = tmp_path / "s.duckdb", tmp_path / "s.duckdb.spool"
+    spans = _spans(3000)
+    for i in range(0, len(spans), 10):  # 300 spool files
+        write_spool(spool, [span_to_line(s) for s in spans[i : i + 10]])
+    code = (
+        f"import sys; from finetuner_otel import Store; Store({str(db)!r}).ingest(); print('done')"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+    wal = Path(f"{db}.wal")
+    deadline = time.monotonic() + 60
+    while process.poll() is None and not wal.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if process.poll() is None:  # in its transaction: the write-ahead log exists
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    Store(db).ingest()  # the re-run
+    Store(db).ingest()  # and again: idempotent
+    answers = _answers(db)
+    assert sorted(answers) == sorted(f"a{i}" for i in range(3000))
+    assert pending_files(spool) == []
