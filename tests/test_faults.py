@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from finetuner_otel.exporters import DuckDBSpanExporter
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from finetuner_otel import Store
 from finetuner_otel.cli import main
 from finetuner_otel.store._rows import span_to_line
+from finetuner_otel.store._schema import INGEST_COLUMNS
 from finetuner_otel.store._spool import pending_files, write_spool
 
 
@@ -97,3 +100,46 @@ def test_an_ingest_killed_mid_transaction_loses_nothing_on_rerun(tmp_path: Path)
     answers = _answers(db)
     assert sorted(answers) == sorted(f"a{i}" for i in range(3000))
     assert pending_files(spool) == []
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.sampled_from(["[", '{"a":', '[{"role": 1}]', '[{"parts": "x"}]', "\ud800", "null"]),
+    st.lists(st.text(max_size=8), max_size=3).map(tuple),
+)
+_keys = st.sampled_from(
+    [
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.definitions",
+        "gen_ai.request.model",
+        "gen_ai.response.finish_reasons",
+        "gen_ai.usage.input_tokens",
+        "finetuner.dataset",
+        "finetuner.request.options",
+        "error.type",
+        "anything.else",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(attributes=st.dictionaries(_keys, _values, max_size=8))
+def test_malformed_attributes_still_make_one_well_formed_row(attributes: dict) -> None:  # type: ignore[type-arg]
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("fuzz").start_as_current_span("chat") as span:
+        span.set_attribute("gen_ai.operation.name", "chat")
+        for key, value in attributes.items():
+            if value is not None:
+                span.set_attribute(key, value)
+    [finished] = memory.get_finished_spans()
+    row = json.loads(span_to_line(finished))
+    assert list(row) == list(INGEST_COLUMNS)
+    assert isinstance(row["trainable"], bool) and isinstance(row["dataset"], str)

@@ -119,3 +119,49 @@ def test_sigkill_after_force_flush_loses_nothing(tmp_path: Path) -> None:
     assert store.pending() >= 1  # the spans waited in the spool
     store.ingest()
     assert store.sql("SELECT count(*) FROM calls WHERE dataset = 'killed'").rows == [(25,)]
+
+
+@pytest.mark.slow
+def test_eight_writers_and_a_reader_holding_the_store_for_ten_seconds(tmp_path: Path) -> None:
+    """The spool grows while a reader holds the store, and drains once it lets go."""
+    db = tmp_path / "shared.duckdb"
+    env = _env(db, FINETUNER_INGEST_INTERVAL="0.2")
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests._worker", "write", "150", f"w{n}"],
+            env=env,
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(8)
+    ]
+    deadline = time.monotonic() + 120
+    while not db.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spool = Path(f"{db}.spool")
+    backlog = 0
+    while True:  # a read-only connection, held for 10 s: no writer can ingest meanwhile
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+            break
+        except duckdb.IOException:
+            time.sleep(0.01)
+    try:
+        held_until = time.monotonic() + 10
+        while time.monotonic() < held_until:
+            con.execute("SELECT count(*) FROM recorded_calls").fetchall()
+            backlog = max(backlog, len(list(spool.glob("*.jsonl"))))
+            time.sleep(0.2)
+    finally:
+        con.close()
+    for w in writers:
+        _, err = w.communicate(timeout=180)
+        assert w.returncode == 0, err
+    store = Store(db)
+    store.ingest()
+    assert backlog > 0  # the spool grew while the store was held
+    assert store.pending() == 0  # and drained
+    assert store.sql(
+        "SELECT dataset, count(*), count(DISTINCT id) FROM calls GROUP BY 1 ORDER BY 1"
+    ).rows == [(f"w{n}", 150, 150) for n in range(8)]

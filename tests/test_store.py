@@ -416,3 +416,44 @@ def test_stratify_by_must_name_a_field_or_be_a_function() -> None:
         ds.split(0.5, stratify_by="label")
     with pytest.raises(finetuner_otel.ConfigurationError, match="a field name or a function"):
         ds.split(0.5, stratify_by=3)  # type: ignore[arg-type]
+
+
+def test_a_failing_migration_leaves_the_store_as_it_was(
+    capture, server: OpenAIServer, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _capture_n(capture, server, 2)
+    capture.shutdown()
+    from finetuner_otel.store import _schema
+
+    broken = [
+        *MIGRATIONS,
+        ("9998_fine", "CREATE TABLE fine (x INT)"),
+        ("9999_broken", "CREATE TABLE oops (x INT); SELECT nonsense FROM nowhere"),
+    ]
+    monkeypatch.setattr(_schema, "MIGRATIONS", broken)
+    con = duckdb.connect(str(db))
+    try:
+        with pytest.raises(duckdb.Error):
+            _schema.migrate(con, db)
+        names = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        tables = {r[0] for r in names}
+        applied = [r[0] for r in con.execute(f"SELECT name FROM {MIGRATIONS_TABLE}").fetchall()]
+    finally:
+        con.close()
+    assert "fine" not in tables and "oops" not in tables  # all of it, or none
+    assert applied == [name for name, _ in MIGRATIONS]
+
+
+def test_exports_never_write_through_a_symlink(
+    capture, server: OpenAIServer, tmp_path: Path
+) -> None:
+    _capture_n(capture, server, 2)
+    outside = tmp_path / "outside" / "secret.txt"
+    outside.parent.mkdir()
+    outside.write_text("keep me")
+    target = tmp_path / "out" / "train.jsonl"
+    target.parent.mkdir()
+    target.symlink_to(outside)
+    finetuner_otel.open_store().get_dataset("ds").to_jsonl(target)
+    assert not target.is_symlink() and len(target.read_text().splitlines()) == 2
+    assert outside.read_text() == "keep me"

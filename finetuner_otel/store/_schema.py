@@ -499,20 +499,21 @@ def check_version(applied: list[str], path: object) -> int:
 
 
 def migrate(con: duckdb.DuckDBPyConnection, path: object) -> int:
-    """Bring the store up to date on a read-write connection; returns how many migrations ran."""
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
-        "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
-    )
-    applied = applied_migrations(con)
-    pending = check_version(applied, path)
-    for name, sql in MIGRATIONS[len(applied) :]:
-        con.execute("BEGIN TRANSACTION")
-        try:
+    """Bring the store up to date on a read-write connection, every pending migration in one
+    transaction (all of them apply, or none); returns how many ran."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
+            "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+        )
+        applied = applied_migrations(con)
+        pending = check_version(applied, path)
+        for name, sql in MIGRATIONS[len(applied) :]:
             con.execute(sql)
             con.execute(f"INSERT INTO {MIGRATIONS_TABLE} (name) VALUES (?)", [name])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
     return pending
