@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from finetuner_otel.exporters import DuckDBSpanExporter
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -143,3 +144,21 @@ def test_malformed_attributes_still_make_one_well_formed_row(attributes: dict) -
     row = json.loads(span_to_line(finished))
     assert list(row) == list(INGEST_COLUMNS)
     assert isinstance(row["trainable"], bool) and isinstance(row["dataset"], str)
+
+
+def test_an_ingest_out_of_memory_keeps_the_spool_and_quarantines_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuner_otel import StoreError
+    from finetuner_otel.store import _connection
+
+    db, spool = tmp_path / "s.duckdb", tmp_path / "s.duckdb.spool"
+    write_spool(spool, [span_to_line(s) for s in _spans(20)])
+    monkeypatch.setitem(_connection._CONFIG, "memory_limit", "64MB")  # too little to read JSON
+    with pytest.raises(StoreError, match="stopped by the machine, not the data"):
+        Store(db).ingest()
+    assert len(pending_files(spool)) == 1
+    assert not (spool / "quarantine").exists()  # good calls are never set aside
+    monkeypatch.delitem(_connection._CONFIG, "memory_limit")
+    Store(db).ingest()
+    assert sorted(_answers(db)) == sorted(f"a{i}" for i in range(20))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from .._errors import StoreError
 from ._connection import connect
 from ._schema import INGEST_COLUMNS, migrate
 
@@ -28,6 +29,11 @@ SUFFIX = ".jsonl"
 _TMP_SUFFIX = ".tmp"
 _STALE_TMP_SECONDS = 3600.0
 _FILES_PER_TRANSACTION = 500
+# Spool bytes per ingest transaction. DuckDB's memory for one bulk load grows with it: a backlog
+# of 20,000 spans of 2 KB took 210 MB in one transaction, about 80 MB in 4 MB ones. Smaller
+# transactions cost some throughput (4 MB: about 20% here; 16 MB: under 10%), so the cap only
+# bites on a backlog (a held store, a burst), not on the ingest thread's usual 4,096 spans.
+_BYTES_PER_TRANSACTION = 16 * 1024 * 1024
 _counter = itertools.count()
 _COLUMNS_SQL = "{" + ", ".join(f"'{k}': '{v}'" for k, v in INGEST_COLUMNS.items()) + "}"
 _READ = (
@@ -114,17 +120,57 @@ def ingest(db_path: Path, spool_dir: Path, *, wait: float = 10.0) -> int:
     with connect(db_path, read_only=False, wait=wait) as con:
         migrate(con, db_path)
         # Listed under the write lock: no other process can be ingesting these files now.
-        files = pending_files(spool_dir)
-        for start in range(0, len(files), _FILES_PER_TRANSACTION):
-            batch = files[start : start + _FILES_PER_TRANSACTION]
+        for batch in _batches(pending_files(spool_dir)):
             done += _ingest_batch(con, spool_dir, batch)
     _remove_stale_tmp(spool_dir)
     return done
 
 
+# Errors of the machine, not of the data: the spool is kept for a later ingest, never
+# quarantined (an ingest that ran out of memory or disk would otherwise set good calls aside).
+_RESOURCE_ERRORS = (
+    duckdb.OutOfMemoryException,
+    duckdb.IOException,
+    duckdb.InterruptException,
+    duckdb.FatalException,
+    duckdb.PermissionException,
+)
+
+
+def _resource_error(exc: duckdb.Error) -> StoreError:
+    return StoreError(
+        f"ingest stopped by the machine, not the data ({type(exc).__name__}: "
+        f"{str(exc).splitlines()[0]}); the spool is kept and ingested later"
+    )
+
+
+def _batches(files: list[Path]) -> list[list[Path]]:
+    """The files in ingest order, grouped into transactions of about _BYTES_PER_TRANSACTION."""
+    batches: list[list[Path]] = []
+    current: list[Path] = []
+    size = 0
+    for file in files:
+        try:
+            length = file.stat().st_size
+        except OSError:
+            length = 0
+        if current and (
+            size + length > _BYTES_PER_TRANSACTION or len(current) >= _FILES_PER_TRANSACTION
+        ):
+            batches.append(current)
+            current, size = [], 0
+        current.append(file)
+        size += length
+    if current:
+        batches.append(current)
+    return batches
+
+
 def _ingest_batch(con: duckdb.DuckDBPyConnection, spool_dir: Path, files: list[Path]) -> int:
     try:
         _insert(con, files)
+    except _RESOURCE_ERRORS as exc:
+        raise _resource_error(exc) from exc
     except duckdb.Error as exc:
         if len(files) == 1:
             return _salvage(con, spool_dir, files[0], exc)
@@ -167,6 +213,8 @@ def _salvage(
             probe.write_bytes(line + b"\n")
             try:
                 con.execute(_PROBE, [str(probe)]).fetchall()
+            except _RESOURCE_ERRORS as exc:
+                raise _resource_error(exc) from exc
             except duckdb.Error as exc:
                 bad.append(line)
                 reasons.append(f"line {number}: {_without_probe_location(exc)}")

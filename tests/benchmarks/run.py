@@ -9,7 +9,11 @@
    of a long stream (500 chunks).
 2. Exporter throughput: spans per second from ``export()`` to rows queryable in DuckDB, with 2 KB
    of messages per span.
-3. Dataset export: 100,000 examples from the store to OpenAI chat JSONL with
+3. Bursts: 100,000 GenAI spans ended as fast as a loop can, through what ``instrument()``
+   installs, in a process of their own: peak RSS against the same loop with no exporter.
+4. ``finetuner serve``: spans/s from the SDK's OTLP/HTTP exporter to rows queryable in the
+   store, and the receiver's peak RSS, against the in-process exporter in the same run.
+5. Dataset export: 100,000 examples from the store to OpenAI chat JSONL with
    ``store.get_dataset(...).to_jsonl()`` (snapshot recorded), against DuckDB's own ``COPY ... TO``
    of the same rows from the ``examples`` view (the floor).
 
@@ -388,6 +392,130 @@ def dataset_export(examples: int, repeats: int) -> None:
     print(f"  ratio ours / DuckDB COPY, per repeat: median {statistics.median(ratios):.2f}")
 
 
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def burst_child(spans_count: int, db: str | None) -> None:
+    """One process: end ``spans_count`` GenAI spans in a tight loop; print peak RSS."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import finetuner_otel
+
+    provider = TracerProvider()
+    handle = finetuner_otel.instrument(db, tracer_provider=provider) if db else None
+    tracer = provider.get_tracer("burst")
+    messages = json.dumps([{"role": "user", "parts": [{"type": "text", "content": "x" * 2000}]}])
+    start = time.perf_counter()
+    for i in range(spans_count):
+        with tracer.start_as_current_span("chat m") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "m",
+                    "gen_ai.input.messages": messages,
+                    "gen_ai.output.messages": '[{"role":"assistant","parts":[]}]',
+                    "finetuner.dataset": f"burst {i % 2}",
+                }
+            )
+    elapsed = time.perf_counter() - start
+    stored = 0
+    if handle is not None:
+        handle.flush()
+        stored = handle.open_store().sql("SELECT count(*) FROM calls").rows[0][0]
+        handle.shutdown()
+    print(json.dumps({"peak_rss_mb": _peak_rss_mb(), "seconds": elapsed, "stored": stored}))
+
+
+def burst_memory(spans_count: int) -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, db in (("no exporter", ""), ("instrument()", os.path.join(tmp, "b.duckdb"))):
+            out = subprocess.run(
+                [sys.executable, str(HERE), "--burst-child", str(spans_count), "--db", db],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results[label] = json.loads(out.stdout.strip().splitlines()[-1])
+    base, ours = results["no exporter"], results["instrument()"]
+    print(f"Burst: {spans_count:,} GenAI spans (2 KB each) ended in a tight loop, one process each")
+    print(
+        f"  peak RSS: no exporter {base['peak_rss_mb']:.0f} MB, instrument() "
+        f"{ours['peak_rss_mb']:.0f} MB (ratio {ours['peak_rss_mb'] / base['peak_rss_mb']:.2f}); "
+        f"{ours['stored']:,} stored, the rest dropped by the bounded span queue"
+    )
+
+
+def serve_child(db: str, port_file: str) -> None:
+    """One process: ``finetuner serve`` until stdin closes; then print its peak RSS."""
+    from finetuner_otel._serve import OTLPReceiver
+
+    with OTLPReceiver(db, port=0) as receiver:
+        Path(port_file).write_text(receiver.url)
+        sys.stdin.read()
+        print(json.dumps({"peak_rss_mb": _peak_rss_mb(), "accepted": receiver.accepted}))
+
+
+def serve_throughput(spans_count: int, repeats: int) -> None:
+    from finetuner_otel.exporters import DuckDBSpanExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from finetuner_otel import Store
+
+    spans = _bench_spans(spans_count)
+    served: list[float] = []
+    local: list[float] = []
+    rss: list[float] = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            db, port_file = os.path.join(tmp, "served.duckdb"), os.path.join(tmp, "url")
+            child = subprocess.Popen(
+                [sys.executable, str(HERE), "--serve-child", db, port_file],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            while not os.path.exists(port_file) or not Path(port_file).read_text():
+                time.sleep(0.05)
+            exporter = OTLPSpanExporter(endpoint=Path(port_file).read_text())
+            start = time.perf_counter()
+            for i in range(0, len(spans), 512):
+                assert exporter.export(spans[i : i + 512]).name == "SUCCESS"
+            while True:  # until queryable in the store
+                try:
+                    store = Store(db)
+                    store.ingest(wait=5)
+                    if store.sql("SELECT count(*) FROM calls").rows[0][0] == spans_count:
+                        break
+                except Exception:
+                    time.sleep(0.05)
+            served.append(spans_count / (time.perf_counter() - start))
+            exporter.shutdown()
+            out, _ = child.communicate("", timeout=60)
+            rss.append(json.loads(out.strip().splitlines()[-1])["peak_rss_mb"])
+
+            in_process = DuckDBSpanExporter(os.path.join(tmp, "local.duckdb"))
+            start = time.perf_counter()
+            for i in range(0, len(spans), 512):
+                in_process.export(spans[i : i + 512])
+            in_process.force_flush()
+            local.append(spans_count / (time.perf_counter() - start))
+            in_process.shutdown()
+    print(f"finetuner serve: {spans_count:,} spans (2 KB each) per repeat, {repeats} repeats")
+    print(
+        f"  through the SDK's OTLP/HTTP exporter and finetuner serve: median "
+        f"{statistics.median(served):,.0f} spans/s (min {min(served):,.0f}, "
+        f"max {max(served):,.0f}); receiver peak RSS {max(rss):.0f} MB"
+    )
+    print(
+        f"  the in-process exporter, same spans: median {statistics.median(local):,.0f} spans/s; "
+        f"ratio served / in-process {statistics.median(served) / statistics.median(local):.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
@@ -398,7 +526,20 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--only-export", action="store_true", help="the dataset export only")
+    parser.add_argument("--only-scale", action="store_true", help="burst memory and serve only")
+    parser.add_argument("--burst-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.burst_child:
+        burst_child(args.burst_child, args.db or None)
+        return
+    if args.serve_child:
+        serve_child(*args.serve_child)
+        return
+    if args.only_scale:
+        burst_memory(20_000 if args.quick else 100_000)
+        serve_throughput(5_000 if args.quick else 20_000, repeats=1 if args.quick else 3)
+        return
     if args.only_export:
         dataset_export(10_000 if args.quick else 100_000, repeats=2 if args.quick else 3)
         return
@@ -409,10 +550,14 @@ def main() -> None:
     if args.quick:
         overhead(processes=1, rounds=20, calls=20)
         exporter_throughput(5000, repeats=2)
+        burst_memory(20_000)
+        serve_throughput(5_000, repeats=1)
         dataset_export(10_000, repeats=2)
     else:
         overhead(processes=3, rounds=100, calls=20)
         exporter_throughput(20000, repeats=5)
+        burst_memory(100_000)
+        serve_throughput(20_000, repeats=3)
         dataset_export(100_000, repeats=3)
 
 
