@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The torch build the local-trainer tests run on (a CPU build where one is at hand).
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-peers clean
 
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
@@ -34,6 +34,11 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python tests/benchmarks/run.py
+
+# Beside the other OpenAI instrumentations; rewrites docs/performance.md and its plot.
+bench-peers: $(BIN)/.installed
+	$(PIP) -e '.[bench]' '$(TORCH)'
+	$(BIN)/python tests/benchmarks/peers.py --page docs/performance.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,371 @@
+"""finetuner-otel beside the other OpenAI instrumentations: ``make bench-peers``.
+
+Every case runs in a process of its own, on the same in-process HTTP transport (no network, the
+SDK's full request path), with content capture on and the same span processor: a
+BatchSpanProcessor whose exporter drops the spans, so that what is measured is each
+instrumentation's own cost on the caller and in the export thread. The cases:
+
+- ``bare``: the openai SDK alone;
+- ``finetuner-otel``: our ``OpenAIInstrumentor`` (what ``instrument()`` adds on the caller's
+  thread; ``finetuner-otel + store`` also runs our DuckDB exporter, for reference);
+- ``contrib``: ``opentelemetry-instrumentation-openai-v2`` with
+  ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY``;
+- ``openllmetry``: ``opentelemetry-instrumentation-openai`` (content on by default);
+- ``openinference``: ``openinference-instrumentation-openai`` (content on by default).
+
+For sync, sync streaming, async and async streaming calls: the median wall-clock time per call
+(and its ratio to ``bare``), the CPU the other threads spent per call (the export thread), and,
+in one long sync run per case, the peak RSS. Each case is repeated; min/median/max are printed.
+
+    python tests/benchmarks/peers.py [--quick] [--page docs/performance.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+
+from run import COMPLETION, PROMPT, _background_cpu_seconds, _sse_body, peak_rss_mb  # noqa: E402
+
+CASES = [
+    "bare",
+    "finetuner-otel",
+    "contrib",
+    "openllmetry",
+    "openinference",
+    "finetuner-otel + store",
+]
+MODES = ["sync", "sync-stream", "async", "async-stream"]
+_PACKAGES = {
+    "contrib": "opentelemetry.instrumentation.openai_v2",
+    "openllmetry": "opentelemetry.instrumentation.openai",
+    "openinference": "openinference.instrumentation.openai",
+}
+
+
+def available(case: str) -> bool:
+    module = _PACKAGES.get(case)
+    return module is None or (
+        importlib.util.find_spec(module.split(".")[0]) is not None
+        and (importlib.util.find_spec(module) is not None)
+    )
+
+
+def _clients() -> tuple[Any, Any]:
+    import openai
+
+    try:
+        import httpx2 as httpx
+    except ImportError:  # SDKs before httpx2
+        import httpx  # type: ignore[no-redef]
+
+    body = json.dumps(COMPLETION).encode()
+    sse = _sse_body()
+
+    def respond(request: Any) -> Any:
+        if b'"stream":true' in request.content.replace(b" ", b""):
+            return httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    async def respond_async(request: Any) -> Any:
+        return respond(request)
+
+    sync = openai.OpenAI(
+        api_key="sk-bench",
+        base_url="http://bench.invalid/v1",
+        http_client=httpx.Client(transport=httpx.MockTransport(respond)),
+    )
+    asynchronous = openai.AsyncOpenAI(
+        api_key="sk-bench",
+        base_url="http://bench.invalid/v1",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(respond_async)),
+    )
+    return sync, asynchronous
+
+
+def _instrument(case: str, tmp: str) -> Any:
+    """Set the case up; returns what to shut down."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    if case == "bare":
+        return provider
+    if case == "finetuner-otel":
+        from finetuner_otel.instrumentation import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif case == "finetuner-otel + store":
+        import finetuner_otel
+
+        finetuner_otel.instrument(os.path.join(tmp, "bench.duckdb"), tracer_provider=provider)
+    elif case == "contrib":
+        os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "SPAN_ONLY"
+        os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "gen_ai_latest_experimental"
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as Contrib
+
+        Contrib().instrument(tracer_provider=provider)
+    elif case == "openllmetry":
+        os.environ["TRACELOOP_TRACE_CONTENT"] = "true"
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor as LLMetry
+
+        LLMetry().instrument(tracer_provider=provider)
+    elif case == "openinference":
+        from openinference.instrumentation.openai import OpenAIInstrumentor as OpenInference
+
+        OpenInference().instrument(tracer_provider=provider)
+    return provider
+
+
+def child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> None:
+    """One case in this process: print {"per_call": [...s], "cpu_per_call", "peak_rss_mb"}."""
+    provider = _instrument(case, tmp)
+    sync, asynchronous = _clients()
+    messages = [
+        {"role": "system", "content": "You classify support tickets."},
+        {"role": "user", "content": PROMPT},
+    ]
+    times: list[float] = []
+
+    def one_sync() -> None:
+        if mode == "sync":
+            sync.chat.completions.create(model="gpt-4o-mini", messages=messages, temperature=0)
+        else:
+            for _ in sync.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, stream=True
+            ):
+                pass
+
+    async def one_async() -> None:
+        if mode == "async":
+            await asynchronous.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, temperature=0
+            )
+        else:
+            stream = await asynchronous.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, stream=True
+            )
+            async for _ in stream:
+                pass
+
+    cpu_before = None
+    if mode.startswith("sync"):
+        for i in range(warmup + calls):
+            if i == warmup:
+                cpu_before = _background_cpu_seconds()
+            start = time.perf_counter()
+            one_sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    else:
+
+        async def run_all() -> None:
+            nonlocal cpu_before
+            for i in range(warmup + calls):
+                if i == warmup:
+                    cpu_before = _background_cpu_seconds()
+                start = time.perf_counter()
+                await one_async()
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+
+        asyncio.run(run_all())
+    provider.force_flush()
+    cpu_after = _background_cpu_seconds()
+    cpu = (
+        (cpu_after - cpu_before) / calls
+        if cpu_before is not None and cpu_after is not None
+        else None
+    )
+    peak = peak_rss_mb()
+    print(
+        json.dumps({"median": statistics.median(times), "cpu_per_call": cpu, "peak_rss_mb": peak})
+    )
+
+
+def _run_child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(HERE), "--child", case, mode, str(calls), str(warmup), tmp],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACELOOP"))},
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(calls: int, repeats: int, rss_calls: int) -> dict[str, Any]:
+    import tempfile
+
+    cases = [c for c in CASES if available(c)]
+    results: dict[str, Any] = {"cases": cases, "timing": {}, "rss": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in MODES:
+            for repeat in range(repeats):
+                for case in cases:  # interleaved, so drift on the machine hits every case alike
+                    r = _run_child(case, mode, calls, min(200, calls), tmp)
+                    results["timing"].setdefault(mode, {}).setdefault(case, []).append(r)
+                    print(
+                        f"  {mode:12} {case:24} run {repeat + 1}: {r['median'] * 1e6:8.1f} µs",
+                        flush=True,
+                    )
+        for case in cases:
+            r = _run_child(case, "sync", rss_calls, 0, tmp)
+            results["rss"][case] = r["peak_rss_mb"]
+            print(
+                f"  peak RSS after {rss_calls:,} sync calls, {case}: {r['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
+    return results
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| mode | instrumentation | median µs per call | ratio to bare (min / median / max) "
+        "| export-thread CPU µs per call | peak RSS MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for mode, by_case in results["timing"].items():
+        bare = [r["median"] for r in by_case["bare"]]
+        for case in results["cases"]:
+            runs = by_case[case]
+            medians = [r["median"] for r in runs]
+            ratios = [m / b for m, b in zip(medians, bare, strict=True)]
+            cpus = [r["cpu_per_call"] for r in runs if r["cpu_per_call"] is not None]
+            cpu = f"{statistics.median(cpus) * 1e6:.0f}" if cpus else "-"
+            rss = f"{results['rss'].get(case, 0):.0f}" if mode == "sync" else ""
+            lines.append(
+                f"| {mode} | {case} | {statistics.median(medians) * 1e6:.0f} | "
+                f"{min(ratios):.3f} / {statistics.median(ratios):.3f} / {max(ratios):.3f} | "
+                f"{cpu} | {rss} |"
+            )
+    return lines
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = [c for c in results["cases"] if c != "bare"]
+    modes = list(results["timing"])
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
+    width = 0.8 / len(cases)
+    for i, case in enumerate(cases):
+        values = []
+        for mode in modes:
+            by_case = results["timing"][mode]
+            ratios = [
+                r["median"] / b["median"]
+                for r, b in zip(by_case[case], by_case["bare"], strict=True)
+            ]
+            values.append((statistics.median(ratios) - 1) * 100)
+        ax.bar([m + i * width for m in range(len(modes))], values, width, label=case)
+    ax.set_xticks([m + width * (len(cases) - 1) / 2 for m in range(len(modes))], modes)
+    ax.axhline(5, color="black", linestyle="--", linewidth=1)
+    ax.set_ylabel("overhead over the bare SDK, % (median)")
+    ax.set_title("Per-call overhead of OpenAI instrumentations, content capture on")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def page(results: dict[str, Any], path: Path, command: str) -> None:
+    png = path.with_suffix(".png")
+    plot(results, png)
+    versions = {}
+    for dist in (
+        "openai",
+        "opentelemetry-sdk",
+        "opentelemetry-instrumentation-openai-v2",
+        "opentelemetry-instrumentation-openai",
+        "openinference-instrumentation-openai",
+    ):
+        try:
+            from importlib.metadata import version
+
+            versions[dist] = version(dist)
+        except Exception:
+            versions[dist] = "not installed"
+    text = [
+        "# Performance: finetuner-otel beside the other OpenAI instrumentations",
+        "",
+        "Generated by `" + command + "` "
+        f"on {time.strftime('%Y-%m-%d')}: Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.platform()}).",
+        "",
+        "Every case runs in a process of its own, on the same in-process HTTP transport (the "
+        "SDK's full request path, no network), with content capture on and the same span "
+        "processor (a BatchSpanProcessor whose exporter drops the spans). `finetuner-otel + "
+        "store` adds our DuckDB exporter, as `instrument()` sets it up. The ratio is each run's "
+        "median per-call time over the bare SDK's median in the same repeat; the export-thread "
+        "CPU is what the other threads of the process spent per call. Timings on a shared "
+        "machine vary from run to run, by tens of percent on small ones: read the min / median "
+        "/ max, and compare cases of the same repeat.",
+        "",
+        *table(results),
+        "",
+        f"![overhead per instrumentation]({png.name})",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        "",
+    ]
+    path.write_text("\n".join(text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer calls and repeats")
+    parser.add_argument("--page", type=Path, help="write the performance page (and its PNG) here")
+    parser.add_argument("--calls", type=int, help="calls per timed run (default 2000)")
+    parser.add_argument("--repeats", type=int, help="runs per case and mode (default 3)")
+    parser.add_argument("--rss-calls", type=int, help="calls of the memory run (default 100000)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        case, mode, calls, warmup, tmp = args.child
+        child(case, mode, int(calls), int(warmup), tmp)
+        return
+    calls, repeats, rss_calls = (500, 1, 5_000) if args.quick else (2_000, 3, 100_000)
+    calls, repeats = args.calls or calls, args.repeats or repeats
+    rss_calls = args.rss_calls or rss_calls
+    missing = [c for c in CASES if not available(c)]
+    print(f"Python {platform.python_version()} on {os.cpu_count()} CPUs; {calls} calls per run")
+    if missing:
+        print(f"  not installed, left out: {', '.join(missing)} (pip install -e '.[bench]')")
+    results = measure(calls, repeats, rss_calls)
+    print("\n".join(table(results)))
+    if args.page:
+        command = "python " + " ".join(["tests/benchmarks/peers.py", *sys.argv[1:]])
+        page(results, args.page, command)
+        print(f"wrote {args.page} and {args.page.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
