@@ -291,3 +291,41 @@ def test_end_to_end_through_the_cli_only(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "finetuner"
     version = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("finetuner ")
+
+
+def test_eval_run_takes_an_eval_from_a_file(
+    store: Path, server: OpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    spec = tmp_path / "evals.py"
+    spec.write_text(
+        "from finetuner_otel.eval import Eval\n\n"
+        "class Lenient(Eval):\n"
+        "    def compare(self, prediction, target):\n"
+        "        return prediction.strip().lower() == target.strip().lower()\n"
+    )
+    code, out, err = run(
+        "--db",
+        str(store),
+        "--json",
+        "-q",
+        "eval",
+        "run",
+        f"{spec}:Lenient",
+        "--model",
+        "gpt-4o-mini",
+        "--dataset",
+        "queries",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["eval"], result["scored"], result["accuracy"]) == ("Lenient", 6, 1.0)
+    code, _, err = run(
+        "--db", str(store), "eval", "run", f"{spec}:Missing", "--model", "m", "--dataset", "queries"
+    )
+    assert code == 1 and "no Eval subclass named 'Missing'" in err
+    code, _, err = run(
+        "--db", str(store), "eval", "run", "judge", "--model", "m", "--dataset", "queries"
+    )
+    assert code == 1 and "needs --judge-model" in err
