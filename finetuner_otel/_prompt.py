@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._cot import INSTRUCTION
 from ._errors import ConfigurationError
 from ._json import dumps
 
@@ -45,10 +46,18 @@ class Prompt:
 
     ``template`` is a list of ``{"role", "content"}`` messages, or one string (a single user
     message). ``version`` is the first 12 hex digits of the SHA-256 of the template, so the same
-    text always has the same version and any edit makes a new one.
+    text always has the same version and any edit makes a new one. ``chain_of_thought=True``
+    asks the model to reason first and answer after, in the format ``finetuner_otel._cot``
+    splits (the instruction is part of the template, and so of its version).
     """
 
-    def __init__(self, name: str, template: str | Sequence[Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        template: str | Sequence[Mapping[str, Any]],
+        *,
+        chain_of_thought: bool = False,
+    ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"a prompt needs a non-empty name, got {name!r}")
         if isinstance(template, str):
@@ -70,6 +79,13 @@ class Prompt:
                     f"text content, got {message!r}"
                 )
             messages.append(dict(message))
+        if chain_of_thought:  # reason first, answer after, in a format the store can split
+            if messages[0]["role"] in ("system", "developer"):
+                first = messages[0]
+                messages[0] = {**first, "content": f"{first['content']}\n\n{INSTRUCTION}"}
+            else:
+                messages.insert(0, {"role": "system", "content": INSTRUCTION})
+        self.chain_of_thought = chain_of_thought
         self.name = name
         self.template: list[dict[str, Any]] = messages
         self.version = hashlib.sha256(dumps(messages, sort_keys=True).encode()).hexdigest()[:12]

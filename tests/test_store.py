@@ -65,6 +65,9 @@ def test_schema_from_blank(capture, db: Path, server: OpenAIServer) -> None:
         "prompt_name",
         "prompt_version",
         "prompt_variables",
+        "source",
+        "rationale",
+        "answer",
     ]
     assert applied == [name for name, _ in MIGRATIONS]
     assert {"calls", "examples", "datasets", "call_feedback", "preference_pairs"} <= views

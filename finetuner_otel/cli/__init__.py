@@ -196,6 +196,38 @@ def datasets_import(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def datasets_generate(args: argparse.Namespace, ctx: Context) -> int:
+    import openai
+
+    from ..synthetic import generate
+
+    made = generate(
+        _dataset(ctx, args.name),
+        args.n,
+        client=openai.OpenAI(),
+        model=args.model,
+        teacher_model=args.teacher_model,
+        instructions=args.instructions,
+        into=args.into,
+        store=ctx.store,
+    )
+    ctx.output.rows(
+        ["id", "input", "answer"],
+        [
+            [
+                e.id,
+                next(
+                    (m.get("content") for m in reversed(e.messages) if m.get("role") == "user"), ""
+                ),
+                e.completion.get("content"),
+            ]
+            for e in made
+        ],
+    )
+    ctx.output.text(f"{len(made)} synthetic examples added to {args.into or args.name!r}")
+    return 0
+
+
 # --- sql --------------------------------------------------------------------------------------
 
 
@@ -664,6 +696,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="openai (chat JSONL), dpo (preference pairs), parquet, csv",
     )
     p.add_argument("-o", "--output", required=True, help="the file to write")
+    p = command(ds, "generate", datasets_generate, "synthetic examples in a dataset's style")
+    p.add_argument("name")
+    p.add_argument("-n", type=int, default=50, help="how many (default 50)")
+    p.add_argument("--model", required=True, help="the model that writes new inputs")
+    p.add_argument("--teacher-model", help="the model that answers them (default --model)")
+    p.add_argument("--instructions", help="what else the new inputs should be like")
+    p.add_argument("--into", help="the dataset to add them to (default NAME)")
     p = command(ds, "import", datasets_import, "add an OpenAI chat JSONL file to a dataset")
     p.add_argument("file")
     p.add_argument("--name", required=True, help="the dataset to add the examples to")

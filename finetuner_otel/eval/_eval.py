@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .._context import dataset as dataset_scope
 from .._context import purpose
+from .._cot import split_rationale
 from .._errors import ConfigurationError
 from .._json import dumps
 from ..store import Dataset, Example, Store
@@ -348,11 +349,12 @@ class Eval:
         )
 
     def extract(self, message: Mapping[str, Any]) -> Any:
-        """What is compared of an assistant message: its text (stripped of nothing)."""
+        """What is compared of an assistant message: its text; of a chain-of-thought answer
+        (``<reasoning>...</reasoning><answer>...</answer>``), the final answer only."""
         content = message.get("content")
         if isinstance(content, list):
-            return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-        return content if isinstance(content, str) else ""
+            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+        return split_rationale(content)[1] if isinstance(content, str) else ""
 
     def target(self, example: Example) -> Any:
         """The expected answer: what ``extract`` gives of the stored completion (or its

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._cot import answer_only
 from .._errors import ConfigurationError
 from .._json import dumps
 from .._prompt import Prompt
@@ -41,11 +42,14 @@ class Example:
     prompt_version: str | None = None
     prompt_variables: dict[str, str] | None = None
 
-    def to_openai(self, history_weight: int | None = None) -> dict[str, Any]:
+    def to_openai(
+        self, history_weight: int | None = None, rationale: bool = True
+    ) -> dict[str, Any]:
         """The example in OpenAI's chat fine-tuning format (one JSONL line).
 
         ``history_weight`` (0 or 1) sets ``weight`` on the assistant turns of the input that
         carry none: 0 trains on the completion only, not on earlier answers in the history.
+        ``rationale=False`` trains on a chain-of-thought completion's final answer only.
         """
         messages = self.messages
         if history_weight is not None:
@@ -55,7 +59,8 @@ class Example:
                 else m
                 for m in messages
             ]
-        record: dict[str, Any] = {"messages": [*messages, self.completion]}
+        completion = self.completion if rationale else answer_only(self.completion)
+        record: dict[str, Any] = {"messages": [*messages, completion]}
         if self.tools:
             record["tools"] = self.tools
         return record
@@ -382,12 +387,17 @@ class Dataset(Sequence[Example]):
         return models.most_common(1)[0][0] if models else None
 
     def to_jsonl(
-        self, path: str | os.PathLike[str], *, history_weight: int | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        history_weight: int | None = None,
+        rationale: bool = True,
     ) -> Export:
         """Write the examples in OpenAI's chat fine-tuning format, one per line.
 
         ``history_weight=0`` trains on each completion only, not on the assistant turns of
-        the conversation before it (see ``Example.to_openai``). The file appears whole or not
+        the conversation before it; ``rationale=False`` on a chain-of-thought completion's
+        final answer only (see ``Example.to_openai``). The file appears whole or not
         at all (written beside, then renamed into place), and only once its snapshot is
         recorded in the store.
         """
@@ -396,7 +406,7 @@ class Dataset(Sequence[Example]):
         return self._export(
             "openai_chat",
             path,
-            lambda tmp: write_lines(tmp, (e.to_openai(history_weight) for e in self)),
+            lambda tmp: write_lines(tmp, (e.to_openai(history_weight, rationale) for e in self)),
         )
 
     def to_parquet(self, path: str | os.PathLike[str]) -> Export:

@@ -48,8 +48,32 @@ def import_lines(
     sha256: str,
     model: str | None,
 ) -> list[str]:
-    """One spool line per example, in file order (their start times keep that order)."""
-    trace_id = file_trace_id(sha256)
+    """One spool line per example of a file, in file order."""
+    return example_lines(
+        records,
+        dataset=dataset,
+        trace_id=file_trace_id(sha256),
+        scope=IMPORT_SCOPE,
+        model=model,
+        attributes=[
+            {SOURCE: str(source), SOURCE_SHA256: sha256, SOURCE_LINE: index + 1}
+            for index in range(len(records))
+        ],
+    )
+
+
+def example_lines(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    dataset: str,
+    trace_id: int,
+    scope: str,
+    model: str | None,
+    attributes: Sequence[Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """One spool line per OpenAI-format example (its last message the target), as a call of
+    ``dataset`` made by ``scope``, with ``attributes`` of its own; their start times, a
+    millisecond apart and ending now, keep the records' order."""
     now = time.time_ns()
     lines = []
     for index, record in enumerate(records):
@@ -58,34 +82,31 @@ def import_lines(
         output = output_message(dict(target), "stop")
         if "weight" in target:
             output["weight"] = target["weight"]
-        attributes: dict[str, Any] = {
+        span_attributes: dict[str, Any] = {
             sc.OPERATION_NAME: sc.OPERATION_CHAT,
             sc.DATASET: dataset,
             sc.INPUT_MESSAGES: dumps([_message(m) for m in history]),
             sc.OUTPUT_MESSAGES: dumps([output]),
             sc.RESPONSE_FINISH_REASONS: ("stop",),
-            SOURCE: str(source),
-            SOURCE_SHA256: sha256,
-            SOURCE_LINE: index + 1,
+            **(attributes[index] if attributes is not None else {}),
         }
         if model is not None:
-            attributes[sc.REQUEST_MODEL] = model
+            span_attributes[sc.REQUEST_MODEL] = model
         if record.get("tools"):
-            attributes[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(record["tools"]))
+            span_attributes[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(record["tools"]))
         if "parallel_tool_calls" in record:
-            attributes[sc.REQUEST_OPTIONS] = dumps(
+            span_attributes[sc.REQUEST_OPTIONS] = dumps(
                 {"parallel_tool_calls": record["parallel_tool_calls"]}
             )
-        # Spaced a millisecond apart, ending now: the dataset's order is the file's.
         start = now - (len(records) - index) * 1_000_000
         span = ReadableSpan(
-            name=f"import {dataset}",
+            name=f"{scope} {dataset}",
             context=SpanContext(
                 trace_id, index + 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
             ),
-            attributes=attributes,
+            attributes=span_attributes,
             kind=SpanKind.INTERNAL,
-            instrumentation_scope=InstrumentationScope(IMPORT_SCOPE),
+            instrumentation_scope=InstrumentationScope(scope),
             status=Status(StatusCode.OK),
             start_time=start,
             end_time=start,

@@ -261,8 +261,11 @@ def _untrainable_reason(
         return "the call failed"
     if status == "incomplete":
         return "the stream ended before its last event"
-    if attrs.get(sc.PURPOSE) == "eval":
+    purpose = attrs.get(sc.PURPOSE)
+    if purpose == "eval":
         return "an evaluation call"
+    if purpose:  # e.g. "synthetic": a call made to write training data, not an example
+        return f"a {purpose} tooling call (finetuner.purpose)"
     if attrs.get(sc.CONTENT_OMITTED):
         return "content over the size cap was left out (FINETUNER_MAX_CONTENT_SIZE)"
     if attrs.get(sc.CAPTURE_ERROR):

@@ -432,6 +432,38 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0008_sources_and_rationale",
+        """
+        -- Where a call came from (captured | import | synthetic), and a chain-of-thought
+        -- completion's reasoning and final answer, apart.
+        CREATE OR REPLACE VIEW calls AS
+            SELECT *,
+                   CASE WHEN attributes->>'finetuner.source' IS NOT NULL
+                        THEN attributes->>'finetuner.source'
+                        WHEN scope_name = 'finetuner_otel.import' THEN 'import'
+                        ELSE 'captured' END AS source,
+                   nullif(trim(regexp_extract(completion->>'content',
+                       '^\\s*<reasoning>(.*?)</reasoning>\\s*<answer>(.*?)</answer>\\s*$', 1, 's'),
+                       ' ' || chr(9) || chr(10) || chr(13)), '') AS rationale,
+                   CASE WHEN regexp_matches(completion->>'content',
+                       '^\\s*<reasoning>(.*?)</reasoning>\\s*<answer>(.*?)</answer>\\s*$', 's')
+                        THEN trim(regexp_extract(completion->>'content',
+                            '^\\s*<reasoning>(.*?)</reasoning>\\s*<answer>(.*?)</answer>\\s*$',
+                            2, 's'), ' ' || chr(9) || chr(10) || chr(13))
+                        ELSE completion->>'content' END AS answer
+            FROM (
+                SELECT *,
+                       openai_messages(input_messages, system_instructions) AS messages,
+                       openai_completion(output_messages) AS completion,
+                       openai_tools(tool_definitions) AS tools,
+                       attributes->>'finetuner.prompt.name' AS prompt_name,
+                       attributes->>'finetuner.prompt.version' AS prompt_version,
+                       CAST(attributes->>'finetuner.prompt.variables' AS JSON) AS prompt_variables
+                FROM recorded_calls
+            );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
