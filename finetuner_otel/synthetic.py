@@ -30,6 +30,7 @@ from ._context import dataset as dataset_scope
 from ._context import purpose
 from ._errors import ConfigurationError
 from ._json import dumps
+from ._messages import last_user_message, message_text
 from .store import Dataset, Example, Store
 from .store._import import example_lines
 from .store._spool import write_spool
@@ -51,16 +52,9 @@ one different from the examples and from each other.{instructions}
 Reply with a JSON object only: {{"inputs": ["...", ...]}}"""
 
 
-def _text(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-    return content if isinstance(content, str) else ""
-
-
 def _last_user(example: Example) -> str:
-    users = [m for m in example.messages if m.get("role") == "user"]
-    return _text(users[-1]) if users else ""
+    question = last_user_message(example.messages)
+    return message_text(question) if question is not None else ""
 
 
 def _normal(text: str) -> str:

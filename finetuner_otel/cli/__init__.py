@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._errors import ConfigurationError, FinetunerError
+from .._messages import last_user_message
 from ..version import __version__
 from ._output import Output
 
@@ -56,7 +57,13 @@ class Context:
         return False if self.args.quiet else self.err
 
 
-# --- datasets ---------------------------------------------------------------------------------
+# --- datasets -------------------------------------------------------------------------------
+
+
+def _question(example: Any) -> Any:
+    """The content of an example's last user message, for a table."""
+    question = last_user_message(example.messages)
+    return question.get("content") if question is not None else ""
 
 
 def _dataset(ctx: Context, name: str) -> Any:
@@ -83,10 +90,7 @@ def datasets_show(args: argparse.Namespace, ctx: Context) -> int:
                 e.id,
                 e.model,
                 e.created_at,
-                next(
-                    (m.get("content") for m in reversed(e.messages) if m.get("role") == "user"),
-                    "",
-                ),
+                _question(e),
                 e.completion.get("content") or e.completion.get("tool_calls"),
             ]
             for e in examples
@@ -216,9 +220,7 @@ def datasets_generate(args: argparse.Namespace, ctx: Context) -> int:
         [
             [
                 e.id,
-                next(
-                    (m.get("content") for m in reversed(e.messages) if m.get("role") == "user"), ""
-                ),
+                _question(e),
                 e.completion.get("content"),
             ]
             for e in made

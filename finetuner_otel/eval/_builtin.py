@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError
 from .._json import dumps
+from .._messages import last_user_message
 from ..store import Example
 from ._eval import Eval, Score
 
@@ -131,8 +132,8 @@ class JudgeEval(Eval):
         self.judge_client = judge_client
 
     def target(self, example: Example) -> dict[str, str]:
-        questions = [m for m in example.messages if m.get("role") == "user"]
-        question = self.extract(questions[-1]) if questions else ""
+        asked = last_user_message(example.messages)
+        question = self.extract(asked) if asked is not None else ""
         return {"question": question, "reference": self.extract(example.completion)}
 
     def compare(self, prediction: Any, target: Any) -> Score:

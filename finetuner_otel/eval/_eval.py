@@ -21,6 +21,7 @@ from .._context import purpose
 from .._cot import split_rationale
 from .._errors import ConfigurationError
 from .._json import dumps
+from .._messages import message_text
 from ..store import Dataset, Example, Store
 from ._stats import mcnemar_exact, paired_interval, sign_flip_test, wilson
 
@@ -351,10 +352,7 @@ class Eval:
     def extract(self, message: Mapping[str, Any]) -> Any:
         """What is compared of an assistant message: its text; of a chain-of-thought answer
         (``<reasoning>...</reasoning><answer>...</answer>``), the final answer only."""
-        content = message.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-        return split_rationale(content)[1] if isinstance(content, str) else ""
+        return split_rationale(message_text(message))[1]
 
     def target(self, example: Example) -> Any:
         """The expected answer: what ``extract`` gives of the stored completion (or its

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._json import dumps
+from .._messages import last_user_message
 
 if TYPE_CHECKING:
     from ._eval import EvalResult, ExampleResult
@@ -86,9 +87,8 @@ def _diff(target: Any, prediction: Any) -> str:
 
 
 def _question(result: ExampleResult) -> str:
-    users = [m for m in result.messages if isinstance(m, dict) and m.get("role") == "user"]
-    content = users[-1].get("content") if users else ""
-    return _text(content)
+    question = last_user_message(result.messages)
+    return _text(question.get("content") if question is not None else "")
 
 
 def _outcome(result: ExampleResult) -> str:
