@@ -21,7 +21,7 @@ import duckdb
 from .._errors import StoreError, StoreLockedError
 
 # Never reach for the network: json, parquet and icu are built into the Python package.
-_CONFIG = {"threads": 1, "autoinstall_known_extensions": False}
+_CONFIG = {"autoinstall_known_extensions": False}
 _locks: dict[str, threading.RLock] = {}
 _locks_guard = threading.Lock()
 

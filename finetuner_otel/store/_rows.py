@@ -143,9 +143,18 @@ def span_to_line(span: ReadableSpan) -> str:
     error = status.status_code is StatusCode.ERROR
     state = "error" if error else "incomplete" if attrs.get(sc.INCOMPLETE) else "ok"
 
-    input_messages, input_json = _content(attrs, sc.INPUT_MESSAGES)
+    scope = span.instrumentation_scope
     output_messages, output_json = _content(attrs, sc.OUTPUT_MESSAGES)
     system_instructions, system_json = _content(attrs, sc.SYSTEM_INSTRUCTIONS)
+    raw_input = attrs.get(sc.INPUT_MESSAGES)
+    if scope is not None and scope.name == OUR_SCOPE and type(raw_input) is str:
+        # Our own encoder wrote it (compact, no raw line breaks, no escaped surrogates), as a
+        # list of message objects: the largest value of the span needs no second reading.
+        input_json = raw_input
+        has_input = raw_input != "[]" or bool(system_instructions)
+    else:
+        input_messages, input_json = _content(attrs, sc.INPUT_MESSAGES)
+        has_input = _has_input(input_messages, system_instructions)
     _, tools_json = _content(attrs, sc.TOOL_DEFINITIONS)
     _, options_json = _content(attrs, sc.REQUEST_OPTIONS)
     finish_reasons = attrs.get(sc.RESPONSE_FINISH_REASONS)
@@ -155,14 +164,13 @@ def span_to_line(span: ReadableSpan) -> str:
     reason = _untrainable_reason(
         state,
         attrs,
-        _has_input(input_messages, system_instructions),
+        has_input,
         _has_completion(output_messages),
         finish_list or [],
     )
     start = span.start_time or 0
     end = span.end_time or start
     resource = span.resource.attributes if span.resource is not None else {}
-    scope = span.instrumentation_scope
     service = resource.get("service.name")
     extra = {k: v for k, v in attrs.items() if k not in _COLUMN_ATTRIBUTES}
     # The span's identity, and its start time: OTel draws ids from the global `random` module,
