@@ -600,6 +600,35 @@ def serve(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def ui(args: argparse.Namespace, ctx: Context) -> int:
+    import secrets
+
+    from ..ui import serve as serve_ui
+    from ..ui._app import _loopback
+
+    token = args.token or os.environ.get("FINETUNER_UI_TOKEN") or None
+    if token is None and not _loopback(args.host):
+        token = secrets.token_urlsafe(24)  # off the loopback, never without one
+
+    def ready(url: str) -> None:
+        ctx.err.write(
+            f"finetuner ui: {ctx.store.path}{' (read-only)' if args.read_only else ''} at\n"
+            f"    {url}\nCtrl-C stops\n"
+        )
+        ctx.err.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_ui(
+            ctx.store,
+            host=args.host,
+            port=args.port,
+            read_only=args.read_only,
+            token=token,
+            on_ready=ready,
+        )
+    return 0
+
+
 def _dropped(spool_dir: Path) -> int:
     """Spans exporters could not keep (disk full, an unwritable spool), as they recorded it."""
     total = 0
@@ -798,6 +827,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=4318, help="default 4318, OTLP/HTTP's")
     p.add_argument("--token", help="require this bearer token (or FINETUNER_SERVE_TOKEN)")
     p.add_argument("--max-body-mb", type=int, default=16, help="largest request (default 16)")
+    p = command(groups, "ui", ui, "browse, review and compare in a local web app")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (others need a token)")
+    p.add_argument("--port", type=int, default=8765, help="default 8765; 0 picks a free one")
+    p.add_argument("--read-only", action="store_true", help="no accept, reject or correct")
+    p.add_argument(
+        "--token",
+        help="require this token (or FINETUNER_UI_TOKEN); made up off the loopback if not given",
+    )
     return parser
 
 

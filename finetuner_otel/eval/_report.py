@@ -71,7 +71,7 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else dumps(value)
 
 
-def _diff(target: Any, prediction: Any) -> str:
+def word_diff(target: Any, prediction: Any) -> str:
     """The prediction against the target, word by word: <del> what is missing, <ins> extra."""
     expected, got = _text(target).split(" "), _text(prediction).split(" ")
     out = []
@@ -101,14 +101,21 @@ def _answer_cell(result: ExampleResult) -> str:
     outcome = _outcome(result)
     if outcome == "error":
         return f'<span class="error">error</span><pre>{_e(result.error or "")}</pre>'
-    diff = _diff(result.target, result.prediction)
+    diff = word_diff(result.target, result.prediction)
     return f'<span class="{outcome}">{outcome}</span><pre>{diff}</pre>'
 
 
 def _chart(runs: Sequence[EvalResult]) -> str:
-    """Horizontal bars of accuracy with 95% interval whiskers, one per run, as inline SVG."""
+    return accuracy_chart(
+        [(f"{run.model} ({run.eval_name})", run.accuracy, *run.ci95) for run in runs]
+    )
+
+
+def accuracy_chart(bars: Sequence[tuple[str, float, float, float]]) -> str:
+    """Horizontal bars of accuracy with 95% interval whiskers, one per (label, accuracy, low,
+    high), as inline SVG (the labels escaped)."""
     left, width, row = 230, 520, 34
-    height = row * len(runs) + 40
+    height = row * len(bars) + 40
     parts = [
         f'<svg role="img" aria-label="Accuracy per model with 95% intervals" '
         f'width="{left + width + 80}" height="{height}" viewBox="0 0 {left + width + 80} {height}">'
@@ -119,23 +126,21 @@ def _chart(runs: Sequence[EvalResult]) -> str:
             f'<line x1="{x}" y1="8" x2="{x}" y2="{height - 24}" stroke="#d0d7de"/>'
             f'<text x="{x}" y="{height - 8}" text-anchor="middle">{tick}%</text>'
         )
-    for i, run in enumerate(runs):
+    for i, (label, accuracy, low, high) in enumerate(bars):
         y = 12 + i * row
-        low, high = run.ci95
-        label = f"{run.model} ({run.eval_name})"
         if len(label) > 30:
             label = label[:29] + "…"
         parts.append(
             f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{html.escape(label)}</text>'
-            f'<rect x="{left}" y="{y + 3}" width="{width * run.accuracy:.1f}" height="18" '
-            f'fill="#0969da" rx="2"><title>{run.accuracy:.1%}</title></rect>'
+            f'<rect x="{left}" y="{y + 3}" width="{width * accuracy:.1f}" height="18" '
+            f'fill="#0969da" rx="2"><title>{accuracy:.1%}</title></rect>'
             f'<line x1="{left + width * low:.1f}" y1="{y + 12}" x2="{left + width * high:.1f}" '
             f'y2="{y + 12}" stroke="#1f2328" stroke-width="2"/>'
             f'<line x1="{left + width * low:.1f}" y1="{y + 6}" x2="{left + width * low:.1f}" '
             f'y2="{y + 18}" stroke="#1f2328" stroke-width="2"/>'
             f'<line x1="{left + width * high:.1f}" y1="{y + 6}" x2="{left + width * high:.1f}" '
             f'y2="{y + 18}" stroke="#1f2328" stroke-width="2"/>'
-            f'<text x="{left + width + 8}" y="{y + 16}">{run.accuracy:.1%}</text>'
+            f'<text x="{left + width + 8}" y="{y + 16}">{accuracy:.1%}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)

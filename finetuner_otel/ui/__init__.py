@@ -1,0 +1,63 @@
+"""``finetuner ui``: look at, curate and compare in the browser (the ``[ui]`` extra).
+
+``create_app(db)`` is the ASGI app; ``serve(db)`` runs it with uvicorn, as ``finetuner ui``
+does. Reading works with JavaScript off (the pages have none); writes are forms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigurationError
+
+__all__ = ["create_app", "serve"]
+
+
+def _missing(exc: ImportError) -> ConfigurationError:
+    return ConfigurationError(
+        f"finetuner ui needs its extra ({exc.name} is not installed): "
+        f"pip install 'finetuner-otel[ui]'"
+    )
+
+
+def create_app(db: Any, **options: Any) -> Any:
+    """The ASGI app of ``finetuner ui`` over the store ``db`` (a path or a ``Store``); options:
+    ``read_only``, ``token``, ``host``, ``port`` (what the app answers to)."""
+    try:
+        from ._app import create_app as make
+    except ImportError as exc:
+        raise _missing(exc) from exc
+    return make(db, **options)
+
+
+def serve(
+    db: str | Path | Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    read_only: bool = False,
+    token: str | None = None,
+    on_ready: Any = None,
+) -> None:
+    """Serve the app until interrupted. ``on_ready(url)`` is called once it listens."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise _missing(exc) from exc
+    from ._app import url
+
+    app = create_app(db, host=host, port=port, read_only=read_only, token=token)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        startup = server.startup
+
+        async def announced(sockets: Any = None) -> None:
+            await startup(sockets=sockets)
+            if server.started:
+                bound = [s.getsockname()[1] for srv in server.servers for s in srv.sockets]
+                on_ready(url(host, bound[0] if bound else port, token))
+
+        server.startup = announced  # type: ignore[method-assign]
+    server.run()
