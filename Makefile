@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The torch build the local-trainer tests run on (a CPU build where one is at hand).
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint bench bench-peers clean
+.PHONY: demo test lint bench bench-peers screenshots clean
 
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
@@ -39,6 +39,10 @@ bench: $(BIN)/.installed
 bench-peers: $(BIN)/.installed
 	$(PIP) -e '.[bench]' '$(TORCH)'
 	$(BIN)/python tests/benchmarks/peers.py --page docs/performance.md
+
+# The pictures of `finetuner ui` in README.md (docs/ui-*.png), in Debian's headless chromium.
+screenshots: $(BIN)/.installed
+	$(BIN)/python tests/ui_screenshots.py docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

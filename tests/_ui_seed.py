@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import base64
 import struct
+import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import tiktoken
 
 import finetuner_otel
 from finetuner_otel import Prompt
@@ -17,6 +22,13 @@ from finetuner_otel.eval import ExactMatch
 from finetuner_otel.finetune import Finetuner
 from finetuner_otel.testing import ErrorReply, OpenAIServer, RecordedRequest, Reply, ToolCall
 
+# One token per byte: token counts on the validation page with no download.
+BYTES = tiktoken.Encoding(
+    name="bytes",
+    pat_str=r"[\s\S]",
+    mergeable_ranks={bytes([i]): i for i in range(256)},
+    special_tokens={},
+)
 DATASET = "support"
 XSS = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
 TICKETS = [
@@ -177,6 +189,32 @@ def seed(db: Path, server: OpenAIServer) -> Seeded:
     ft = Finetuner.for_openai(client=server.client(max_retries=0), store=store)
     job = ft.start_job("gpt-4o-mini-2024-07-18", ft.upload_dataset(examples), suffix="triage")
     job.wait(poll=0, progress=False, sleep=lambda _: None)
-    return Seeded(
-        db, xss, tool, image_call, error, runs[0].run_id, runs[1].run_id, str(job.id)
-    )
+    return Seeded(db, xss, tool, image_call, error, runs[0].run_id, runs[1].run_id, str(job.id))
+
+
+class Served:
+    """The app in a uvicorn server on a free port, in a thread of the test process."""
+
+    def __init__(self, db: Path, **options: Any) -> None:
+        import uvicorn
+
+        from finetuner_otel.ui import create_app
+
+        options.setdefault("encoding", BYTES)  # token counts with no download
+        app = create_app(db, **options)
+        host = options.get("host", "127.0.0.1")
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="off")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

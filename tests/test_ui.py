@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -19,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tiktoken
 
 from finetuner_otel import ConfigurationError, Store
 from finetuner_otel.testing import OpenAIServer
-from tests._ui_seed import DATASET, PROMPT, XSS, Seeded, seed
+from tests._ui_seed import DATASET, PROMPT, XSS, Seeded, Served, seed
 
 uvicorn = pytest.importorskip("uvicorn")
 from finetuner_otel.ui import create_app  # noqa: E402
@@ -32,37 +30,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
 )
-# One token per byte: token counts with no download.
-BYTES = tiktoken.Encoding(
-    name="bytes",
-    pat_str=r"[\s\S]",
-    mergeable_ranks={bytes([i]): i for i in range(256)},
-    special_tokens={},
-)
-
-
-class Served:
-    """The app in a uvicorn server on a free port, in a thread of the test process."""
-
-    def __init__(self, db: Path, **options: Any) -> None:
-        options.setdefault("encoding", BYTES)
-        app = create_app(db, **options)
-        host = options.get("host", "127.0.0.1")
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="off")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def fetch(
@@ -137,9 +104,11 @@ class Page:
         self.problems: list[str] = []
         self.page.on(
             "console",
-            lambda m: self.problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning")
-            else None,
+            lambda m: (
+                self.problems.append(f"console {m.type}: {m.text}")
+                if m.type in ("error", "warning")
+                else None
+            ),
         )
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
 
@@ -244,9 +213,9 @@ def test_correcting_a_completion_changes_the_export(
     assert after[:-1] == before[:-1]
     assert after[-1] == {"role": "assistant", "content": "Order A-1042 left the depot today."}
     # the same feedback record the API writes
-    [(kind, note)] = Store(store_copy).sql(
-        "SELECT kind, note FROM feedback WHERE call_id = ?", [call_id]
-    ).rows
+    [(kind, note)] = (
+        Store(store_copy).sql("SELECT kind, note FROM feedback WHERE call_id = ?", [call_id]).rows
+    )
     assert (kind, note) == ("correct", "answer, not a lookup")
 
 
@@ -280,9 +249,9 @@ def test_accept_reject_and_filters(tab: Page, seeded: Seeded, store_copy: Path) 
 
     for query in ("?status=error", "?trainable=no"):
         tab.open(base + query)
-        assert [
-            r.get_attribute("data-id") for r in page.locator("#examples tbody tr").all()
-        ] == [seeded.error_call]
+        assert [r.get_attribute("data-id") for r in page.locator("#examples tbody tr").all()] == [
+            seeded.error_call
+        ]
     tab.open(base)
     page.select_option("select[name=model]", "gpt-4.1-nano")
     page.get_by_role("button", name="Filter").click()
@@ -326,7 +295,9 @@ def test_a_script_in_a_completion_renders_as_text(tab: Page, seeded: Seeded) -> 
     for path in (f"/calls/{seeded.xss_call}", f"/datasets/{DATASET}"):
         tab.open(path)
         assert page.title() != "pwned"
-        assert page.evaluate("document.querySelectorAll('main script, main img[src=x]').length") == 0
+        assert (
+            page.evaluate("document.querySelectorAll('main script, main img[src=x]').length") == 0
+        )
     tab.open(f"/calls/{seeded.xss_call}")
     assert XSS in page.inner_text(".msg.assistant .content")
     assert "<b>bold</b> & risky" in page.inner_text(".msg.user .content")
@@ -375,8 +346,13 @@ def test_paging_over_100000_calls(tmp_path: Path) -> None:
                             [{"role": "user", "parts": [{"type": "text", "content": f"q{i}"}]}]
                         ),
                         "gen_ai.output.messages": json.dumps(
-                            [{"role": "assistant", "parts": [{"type": "text", "content": "a"}],
-                              "finish_reason": "stop"}]
+                            [
+                                {
+                                    "role": "assistant",
+                                    "parts": [{"type": "text", "content": "a"}],
+                                    "finish_reason": "stop",
+                                }
+                            ]
                         ),
                     }
                 )
@@ -393,7 +369,9 @@ def test_paging_over_100000_calls(tmp_path: Path) -> None:
             seen += re.findall(r'data-id="([0-9a-f]+)"', pages[-1])
             older = re.search(r'rel="next" href="\?([^"]+)"', pages[-1])
             assert older is not None
-            status, body, _ = fetch(served.url + "/datasets/big?" + older.group(1).replace("&amp;", "&"))
+            status, body, _ = fetch(
+                served.url + "/datasets/big?" + older.group(1).replace("&amp;", "&")
+            )
             assert status == 200
             pages.append(body)
         questions = re.findall(r'<td class="text">(q\d+)</td>', "".join(pages[:3]))
@@ -459,7 +437,7 @@ def test_read_only_shows_no_forms_and_refuses_writes(seeded: Seeded, store_copy:
     served = Served(store_copy, read_only=True)
     try:
         _, page, _ = fetch(f"{served.url}/calls/{seeded.xss_call}")
-        assert "<form method=\"post\"" not in page and "read-only" in page
+        assert '<form method="post"' not in page and "read-only" in page
         status, body, _ = fetch(
             f"{served.url}/calls/{seeded.xss_call}/feedback", {"action": "accept", "csrf": "x"}
         )

@@ -68,9 +68,12 @@ def _pretty(value: Any) -> str:
     """JSON text indented for reading; text stays as it is."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            parsed = json.loads(value)
         except ValueError:
             return value
+        if isinstance(parsed, str):  # a plain string that happens to be JSON text: as sent
+            return value
+        value = parsed
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
@@ -125,7 +128,9 @@ class App:
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
+    def render(
+        self, request: Request, template: str, status: int = 200, **context: Any
+    ) -> Response:
         page = self.env.get_template(template).render(
             request=request,
             read_only=self.read_only,
@@ -168,8 +173,9 @@ class App:
         fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         if not hmac.compare_digest(fields.get("csrf", "").encode(), self.csrf.encode()):
             raise UIError(
-                403, "the form's CSRF token is missing or stale (the app was restarted?); "
-                "reload the page and try again"
+                403,
+                "the form's CSRF token is missing or stale (the app was restarted?); "
+                "reload the page and try again",
             )
         return fields
 
@@ -234,9 +240,7 @@ class App:
             await run_in_threadpool(actions[action])
         except CallNotFoundError as exc:
             raise UIError(404, str(exc)) from exc
-        return RedirectResponse(
-            f"/calls/{call_id}?{urlencode({'done': action})}", status_code=303
-        )
+        return RedirectResponse(f"/calls/{call_id}?{urlencode({'done': action})}", status_code=303)
 
     def jobs(self, request: Request) -> Response:
         return self.render(request, "jobs.html", jobs=q.jobs(self.store))
@@ -250,13 +254,21 @@ class App:
 
     def evals(self, request: Request) -> Response:
         runs = q.eval_runs(self.store)
-        chart = accuracy_chart(
-            [
-                (f"{r['model']} ({r['eval']})", r["accuracy"] or 0.0, r["ci_low"] or 0.0,
-                 r["ci_high"] or 0.0)
-                for r in reversed(runs[:20])
-            ]
-        ) if runs else ""
+        chart = (
+            accuracy_chart(
+                [
+                    (
+                        f"{r['model']} ({r['eval']})",
+                        r["accuracy"] or 0.0,
+                        r["ci_low"] or 0.0,
+                        r["ci_high"] or 0.0,
+                    )
+                    for r in reversed(runs[:20])
+                ]
+            )
+            if runs
+            else ""
+        )
         return self.render(request, "evals.html", runs=runs, chart=Markup(chart))
 
     def eval_run(self, request: Request) -> Response:
@@ -343,7 +355,9 @@ def create_app(
         Mount("/static", StaticFiles(packages=[("finetuner_otel.ui", "static")]), name="static"),
     ]
 
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         if not ui.allowed_host(request):
             return PlainTextResponse(
                 "this app answers only to its own address (the Host header did not name it)",
@@ -379,4 +393,3 @@ def create_app(
 def url(host: str, port: int, token: str | None) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/" + (f"?{urlencode({'token': token})}" if token else "")
-
