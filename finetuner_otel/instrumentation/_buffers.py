@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .. import _semconv as sc
-from ._content import encode_messages, field, given, semconv_finish_reason, usage_attributes
+from ._content import (
+    encode_messages,
+    field,
+    fields_of,
+    given,
+    semconv_finish_reason,
+    usage_attributes,
+)
 
 
 class _ChoiceBuffer:
@@ -20,16 +28,18 @@ class _ChoiceBuffer:
         self.finish_reason: str | None = None
 
     def add(self, delta: Any) -> None:
-        role = field(delta, "role")
+        values = fields_of(delta)
+        get = values.get if values is not None else lambda key: field(delta, key)
+        role = get("role")
         if role:
             self.role = role
-        content = field(delta, "content")
+        content = get("content")
         if content:
             self.text.append(content)
-        refusal = field(delta, "refusal")
+        refusal = get("refusal")
         if refusal:
             self.refusal.append(refusal)
-        for call in field(delta, "tool_calls") or ():
+        for call in get("tool_calls") or ():
             index = field(call, "index")
             slot = self.tool_calls.setdefault(
                 index if isinstance(index, int) else 0, [None, None, []]
@@ -79,18 +89,23 @@ class ChatStreamBuffer:
         if self.response_id is None:
             self.response_id = field(chunk, "id")
             self.model = field(chunk, "model")
-        usage = field(chunk, "usage")
+        values = fields_of(chunk)
+        usage = values.get("usage") if values is not None else field(chunk, "usage")
         if given(usage):
             self.usage = usage
-        for choice in field(chunk, "choices") or ():
-            index = field(choice, "index")
+        choices = values.get("choices") if values is not None else field(chunk, "choices")
+        for choice in choices or ():
+            fields: Mapping[str, Any] | None = fields_of(choice)
+            if fields is None:
+                fields = {k: field(choice, k) for k in ("index", "delta", "finish_reason")}
+            index: Any = fields.get("index")
             buffer = self.choices.get(index)
             if buffer is None:
                 buffer = self.choices[index] = _ChoiceBuffer()
-            delta = field(choice, "delta")
+            delta = fields.get("delta")
             if delta is not None:
                 buffer.add(delta)
-            reason = field(choice, "finish_reason")
+            reason = fields.get("finish_reason")
             if reason:
                 buffer.finish_reason = reason
 

@@ -109,6 +109,21 @@ def field(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
 
 
+def fields_of(obj: Any) -> Mapping[str, Any] | None:
+    """All of ``obj``'s fields at once, where that is a plain read: a mapping itself, or an SDK
+    (pydantic) object's ``__dict__`` (declared fields only; use ``field`` for extras). None for
+    other objects. For the per-chunk path of streams, where every call counts."""
+    kind = type(obj)
+    access = _ACCESS.get(kind)
+    if access is None:
+        access = _ACCESS[kind] = _access_for(obj)
+    if access == _MAPPING:
+        return obj  # type: ignore[no-any-return]
+    if access == _MODEL:
+        return obj.__dict__  # type: ignore[no-any-return]
+    return None
+
+
 # --- request ------------------------------------------------------------------------------
 
 
