@@ -167,6 +167,9 @@ class App:
             raise UIError(403, f"a write from another origin ({origin}) was refused")
         if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
             raise UIError(403, "a write from another site was refused")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
+            raise UIError(413, "the form is over 1 MB")
         body = await request.body()
         if len(body) > _MAX_FORM_BYTES:
             raise UIError(413, "the form is over 1 MB")

@@ -96,8 +96,12 @@ def _clients() -> tuple[Any, Any]:
     return sync, asynchronous
 
 
-def _instrument(case: str, tmp: str) -> Any:
-    """Set the case up; returns what to shut down."""
+def _instrument(case: str, tmp: str) -> tuple[Any, Any]:
+    """Set the case up; returns its tracer provider and its instrumentor (None for bare).
+
+    Every instrumentor here is a ``BaseInstrumentor``: ``uninstrument()`` takes its wrappers
+    off the SDK and ``instrument()`` puts them back, which the paired blocks of ``child`` use.
+    """
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
@@ -113,43 +117,63 @@ def _instrument(case: str, tmp: str) -> Any:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Drop()))
     trace.set_tracer_provider(provider)
-    if case == "bare":
-        return provider
-    if case == "finetuner-otel":
+    instrumentor: Any = None
+    if case in ("finetuner-otel", "finetuner-otel + store"):
         from finetuner_otel.instrumentation import OpenAIInstrumentor
 
-        OpenAIInstrumentor().instrument(tracer_provider=provider)
-    elif case == "finetuner-otel + store":
-        import finetuner_otel
+        if case == "finetuner-otel + store":
+            import finetuner_otel
 
-        finetuner_otel.instrument(os.path.join(tmp, "bench.duckdb"), tracer_provider=provider)
+            finetuner_otel.instrument(os.path.join(tmp, "bench.duckdb"), tracer_provider=provider)
+        instrumentor = OpenAIInstrumentor()
     elif case == "contrib":
         os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "SPAN_ONLY"
         os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "gen_ai_latest_experimental"
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as Contrib
 
-        Contrib().instrument(tracer_provider=provider)
+        instrumentor = Contrib()
     elif case == "openllmetry":
         os.environ["TRACELOOP_TRACE_CONTENT"] = "true"
         from opentelemetry.instrumentation.openai import OpenAIInstrumentor as LLMetry
 
-        LLMetry().instrument(tracer_provider=provider)
+        instrumentor = LLMetry()
     elif case == "openinference":
         from openinference.instrumentation.openai import OpenAIInstrumentor as OpenInference
 
-        OpenInference().instrument(tracer_provider=provider)
-    return provider
+        instrumentor = OpenInference()
+    if instrumentor is not None and not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider)
+    return provider, instrumentor
+
+
+def _wrapped_methods() -> list[str]:
+    """The SDK's chat methods that carry an instrumentation's (wrapt) wrapper now: none after
+    every uninstrument(). (The SDK's own decorators set ``__wrapped__`` too: not those.)"""
+    import wrapt
+    from openai.resources.chat.completions import AsyncCompletions, Completions
+
+    return [
+        f"{owner.__name__}.create"
+        for owner in (Completions, AsyncCompletions)
+        if isinstance(owner.__dict__["create"], wrapt.ObjectProxy)
+    ]
+
+
+BLOCK = 20  # calls per block; instrumented and bare blocks alternate
 
 
 def child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> None:
-    """One case in this process: print {"per_call": [...s], "cpu_per_call", "peak_rss_mb"}."""
-    provider = _instrument(case, tmp)
+    """One case in this process: ``calls`` instrumented calls in blocks of ``BLOCK``, each
+    beside a block of as many calls with the instrumentation taken off (``uninstrument()``), in
+    alternating order, so both see the same machine state (its speed drifts by up to 2x over
+    seconds here). Prints the per-block medians, the export threads' CPU per instrumented
+    call, and the peak RSS. ``warmup`` 0: one instrumented run (the memory run)."""
+    provider, instrumentor = _instrument(case, tmp)
     sync, asynchronous = _clients()
     messages = [
         {"role": "system", "content": "You classify support tickets."},
         {"role": "user", "content": PROMPT},
     ]
-    times: list[float] = []
 
     def one_sync() -> None:
         if mode == "sync":
@@ -172,28 +196,51 @@ def child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> None:
             async for _ in stream:
                 pass
 
-    cpu_before = None
-    if mode.startswith("sync"):
-        for i in range(warmup + calls):
-            if i == warmup:
-                cpu_before = _background_cpu_seconds()
+    def switch(on: bool) -> None:
+        if instrumentor is None:
+            return
+        if on:
+            instrumentor.instrument(tracer_provider=provider)
+        else:
+            instrumentor.uninstrument()
+            left = _wrapped_methods()
+            if left:
+                raise RuntimeError(f"{case}: uninstrument() left wrappers on {left}")
+
+    async def timed_async(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await one_async()
+            times.append(time.perf_counter() - start)
+        return times
+
+    def timed(n: int) -> list[float]:
+        if mode.startswith("async"):
+            return asyncio.run(timed_async(n))
+        times = []
+        for _ in range(n):
             start = time.perf_counter()
             one_sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+            times.append(time.perf_counter() - start)
+        return times
+
+    ours: list[float] = []
+    bare: list[float] = []
+    if warmup == 0:  # the memory run: instrumented only
+        ours = [statistics.median(timed(calls))]
+        cpu_before = None
     else:
-
-        async def run_all() -> None:
-            nonlocal cpu_before
-            for i in range(warmup + calls):
-                if i == warmup:
-                    cpu_before = _background_cpu_seconds()
-                start = time.perf_counter()
-                await one_async()
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
-
-        asyncio.run(run_all())
+        timed(warmup)
+        switch(False)
+        timed(warmup)
+        switch(True)
+        cpu_before = _background_cpu_seconds()
+        for block in range(max(1, calls // BLOCK)):
+            for instrumented in (True, False) if block % 2 == 0 else (False, True):
+                switch(instrumented)
+                (ours if instrumented else bare).append(statistics.median(timed(BLOCK)))
+        switch(True)
     provider.force_flush()
     cpu_after = _background_cpu_seconds()
     cpu = (
@@ -201,9 +248,15 @@ def child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> None:
         if cpu_before is not None and cpu_after is not None
         else None
     )
-    peak = peak_rss_mb()
     print(
-        json.dumps({"median": statistics.median(times), "cpu_per_call": cpu, "peak_rss_mb": peak})
+        json.dumps(
+            {
+                "median": statistics.median(ours),
+                "ratios": [o / b for o, b in zip(ours, bare, strict=False)],
+                "cpu_per_call": cpu,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
     )
 
 
@@ -228,7 +281,7 @@ def measure(calls: int, repeats: int, rss_calls: int) -> dict[str, Any]:
         for mode in MODES:
             for repeat in range(repeats):
                 for case in cases:  # interleaved, so drift on the machine hits every case alike
-                    r = _run_child(case, mode, calls, min(200, calls), tmp)
+                    r = _run_child(case, mode, calls, min(100, calls), tmp)
                     results["timing"].setdefault(mode, {}).setdefault(case, []).append(r)
                     print(
                         f"  {mode:12} {case:24} run {repeat + 1}: {r['median'] * 1e6:8.1f} µs",
@@ -244,6 +297,11 @@ def measure(calls: int, repeats: int, rss_calls: int) -> dict[str, Any]:
     return results
 
 
+def _ratios(runs: list[dict[str, Any]]) -> list[float]:
+    """Every block's ratio (instrumented / bare, paired in the same process) of every run."""
+    return [ratio for run in runs for ratio in run["ratios"]] or [1.0]
+
+
 def table(results: dict[str, Any]) -> list[str]:
     lines = [
         "| mode | instrumentation | median µs per call | ratio to bare (min / median / max) "
@@ -251,11 +309,10 @@ def table(results: dict[str, Any]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for mode, by_case in results["timing"].items():
-        bare = [r["median"] for r in by_case["bare"]]
         for case in results["cases"]:
             runs = by_case[case]
             medians = [r["median"] for r in runs]
-            ratios = [m / b for m, b in zip(medians, bare, strict=True)]
+            ratios = _ratios(runs)
             cpus = [r["cpu_per_call"] for r in runs if r["cpu_per_call"] is not None]
             cpu = f"{statistics.median(cpus) * 1e6:.0f}" if cpus else "-"
             rss = f"{results['rss'].get(case, 0):.0f}" if mode == "sync" else ""
@@ -280,12 +337,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for i, case in enumerate(cases):
         values = []
         for mode in modes:
-            by_case = results["timing"][mode]
-            ratios = [
-                r["median"] / b["median"]
-                for r, b in zip(by_case[case], by_case["bare"], strict=True)
-            ]
-            values.append((statistics.median(ratios) - 1) * 100)
+            values.append((statistics.median(_ratios(results["timing"][mode][case])) - 1) * 100)
         ax.bar([m + i * width for m in range(len(modes))], values, width, label=case)
     ax.set_xticks([m + width * (len(cases) - 1) / 2 for m in range(len(modes))], modes)
     ax.axhline(5, color="black", linestyle="--", linewidth=1)
@@ -323,11 +375,14 @@ def page(results: dict[str, Any], path: Path, command: str) -> None:
         "Every case runs in a process of its own, on the same in-process HTTP transport (the "
         "SDK's full request path, no network), with content capture on and the same span "
         "processor (a BatchSpanProcessor whose exporter drops the spans). `finetuner-otel + "
-        "store` adds our DuckDB exporter, as `instrument()` sets it up. The ratio is each run's "
-        "median per-call time over the bare SDK's median in the same repeat; the export-thread "
-        "CPU is what the other threads of the process spent per call. Timings on a shared "
-        "machine vary from run to run, by tens of percent on small ones: read the min / median "
-        "/ max, and compare cases of the same repeat.",
+        "store` adds our DuckDB exporter, as `instrument()` sets it up. Within each case's "
+        f"process, blocks of {BLOCK} instrumented calls alternate with blocks of {BLOCK} calls "
+        "with the instrumentation taken off (`uninstrument()`, checked to leave no wrapper), so "
+        "each ratio pairs two blocks run moments apart on the same machine state; the table "
+        "gives the min / median / max of those block ratios over every run, and the median "
+        "per-call time of the instrumented blocks. The export-thread CPU is what the other "
+        "threads of the process spent per instrumented call. This machine's speed drifts by "
+        "up to 2x over seconds: the paired ratios are the figures to compare, not the µs.",
         "",
         *table(results),
         "",
@@ -343,7 +398,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer calls and repeats")
     parser.add_argument("--page", type=Path, help="write the performance page (and its PNG) here")
-    parser.add_argument("--calls", type=int, help="calls per timed run (default 2000)")
+    parser.add_argument("--calls", type=int, help="instrumented calls per timed run (default 1000)")
     parser.add_argument("--repeats", type=int, help="runs per case and mode (default 3)")
     parser.add_argument("--rss-calls", type=int, help="calls of the memory run (default 100000)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
@@ -352,7 +407,7 @@ def main() -> None:
         case, mode, calls, warmup, tmp = args.child
         child(case, mode, int(calls), int(warmup), tmp)
         return
-    calls, repeats, rss_calls = (500, 1, 5_000) if args.quick else (2_000, 3, 100_000)
+    calls, repeats, rss_calls = (200, 1, 5_000) if args.quick else (1_000, 3, 100_000)
     calls, repeats = args.calls or calls, args.repeats or repeats
     rss_calls = args.rss_calls or rss_calls
     missing = [c for c in CASES if not available(c)]
