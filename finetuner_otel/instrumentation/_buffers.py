@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from .. import _semconv as sc
 from ._content import (
     encode_messages,
     field,
-    fields_of,
+    getter,
     given,
     semconv_finish_reason,
     usage_attributes,
@@ -28,8 +27,7 @@ class _ChoiceBuffer:
         self.finish_reason: str | None = None
 
     def add(self, delta: Any) -> None:
-        values = fields_of(delta)
-        get = values.get if values is not None else lambda key: field(delta, key)
+        get = getter(delta)
         role = get("role")
         if role:
             self.role = role
@@ -89,23 +87,20 @@ class ChatStreamBuffer:
         if self.response_id is None:
             self.response_id = field(chunk, "id")
             self.model = field(chunk, "model")
-        values = fields_of(chunk)
-        usage = values.get("usage") if values is not None else field(chunk, "usage")
+        get = getter(chunk)
+        usage = get("usage")
         if given(usage):
             self.usage = usage
-        choices = values.get("choices") if values is not None else field(chunk, "choices")
-        for choice in choices or ():
-            fields: Mapping[str, Any] | None = fields_of(choice)
-            if fields is None:
-                fields = {k: field(choice, k) for k in ("index", "delta", "finish_reason")}
-            index: Any = fields.get("index")
+        for choice in get("choices") or ():
+            of_choice = getter(choice)
+            index = of_choice("index")
             buffer = self.choices.get(index)
             if buffer is None:
                 buffer = self.choices[index] = _ChoiceBuffer()
-            delta = fields.get("delta")
+            delta = of_choice("delta")
             if delta is not None:
                 buffer.add(delta)
-            reason = fields.get("finish_reason")
+            reason = of_choice("finish_reason")
             if reason:
                 buffer.finish_reason = reason
 

@@ -7,9 +7,10 @@ kept as the exact string the SDK sent or received, so a stored example is byte-f
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -122,6 +123,13 @@ def fields_of(obj: Any) -> Mapping[str, Any] | None:
     if access == _MODEL:
         return obj.__dict__  # type: ignore[no-any-return]
     return None
+
+
+def getter(obj: Any) -> Callable[[str], Any]:
+    """``field(obj, key)`` for reading several keys of one object: a plain ``.get`` where
+    ``fields_of`` gives one (declared fields), else ``field`` itself."""
+    values = fields_of(obj)
+    return values.get if values is not None else functools.partial(field, obj)
 
 
 # --- request ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def _missing(exc: ImportError) -> ConfigurationError:
 
 def create_app(db: Any, **options: Any) -> Any:
     """The ASGI app of ``finetuner ui`` over the store ``db`` (a path or a ``Store``); options:
-    ``read_only``, ``token``, ``host``, ``port`` (what the app answers to)."""
+    ``read_only``, ``token``, ``host`` (the address it is served on, which requests must name)."""
     try:
         from ._app import create_app as make
     except ImportError as exc:
@@ -47,7 +47,7 @@ def serve(
         raise _missing(exc) from exc
     from ._app import url
 
-    app = create_app(db, host=host, port=port, read_only=read_only, token=token)
+    app = create_app(db, host=host, read_only=read_only, token=token)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     if on_ready is not None:

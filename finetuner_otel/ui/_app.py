@@ -98,7 +98,6 @@ class App:
         read_only: bool = False,
         token: str | None = None,
         host: str = "127.0.0.1",
-        port: int = 8765,
         encoding: Any = None,
     ) -> None:
         if not _loopback(host) and not token:
@@ -110,7 +109,6 @@ class App:
         self.read_only = read_only
         self.token = token
         self.host = host
-        self.port = port
         self.encoding = encoding  # for the validation page's token counts (tests pass one)
         self.csrf = secrets.token_urlsafe(32)
         self.env = Environment(
@@ -320,12 +318,11 @@ def create_app(
     read_only: bool = False,
     token: str | None = None,
     host: str = "127.0.0.1",
-    port: int = 8765,
     encoding: Any = None,
 ) -> Starlette:
     """The ASGI app of ``finetuner ui`` for the store ``db`` (serve it with any ASGI server)."""
     store = db if isinstance(db, Store) else Store(db)
-    ui = App(store, read_only=read_only, token=token, host=host, port=port, encoding=encoding)
+    ui = App(store, read_only=read_only, token=token, host=host, encoding=encoding)
 
     def page(handler: Callable[[Request], Any]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
