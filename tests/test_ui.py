@@ -506,3 +506,30 @@ def test_the_cli_prints_the_url_and_serves(store_copy: Path) -> None:
         process.wait(timeout=30)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_a_port_in_use_is_a_clear_error(store_copy: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "finetuner_otel.cli",
+                "ui",
+                "--db",
+                str(store_copy),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr
+    assert "--port 0 picks a free one" in run.stderr

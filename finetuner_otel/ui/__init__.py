@@ -6,6 +6,7 @@ does. Reading works with JavaScript off (the pages have none); writes are forms.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -60,4 +61,19 @@ def serve(
                 on_ready(url(host, bound[0] if bound else port, token))
 
         server.startup = announced  # type: ignore[method-assign]
-    server.run()
+    # Bound here, so a port in use is a clear error rather than uvicorn's exit.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise ConfigurationError(
+            f"finetuner ui cannot listen on {host}:{port} ({exc.strerror or exc}); check "
+            f"--host, or pass another --port (--port 0 picks a free one)"
+        ) from exc
+    try:
+        server.run(sockets=[listener])
+    finally:
+        listener.close()
