@@ -525,7 +525,7 @@ def _save(
     store: Store, result: EvalResult, cache: Mapping[str, tuple[str, dict[str, Any]]]
 ) -> None:
     low, high = result.ci95
-    with store._write() as con:
+    with store.transaction() as con:
         con.execute(
             "INSERT INTO eval_runs (id, eval, model, dataset, params, examples, scored, errors, "
             "accuracy, ci_low, ci_high, calls, retries, cached, started_at, finished_at) "

@@ -155,7 +155,7 @@ class Finetuner:
         """Record in the store, in one transaction; a store that cannot be written is logged,
         never fatal, since the provider has already done what was asked."""
         try:
-            with self.store._write() as con:
+            with self.store.transaction() as con:
                 for sql, params in statements:
                     con.execute(sql, params)
         except FinetunerError as exc:

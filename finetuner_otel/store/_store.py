@@ -350,7 +350,7 @@ class Store:
     def _record_snapshot(
         self, sha256: str, dataset: str, kind: str, path: Path, call_ids: list[str]
     ) -> str:
-        with self._write() as con:
+        with self.transaction() as con:
             con.execute(
                 "INSERT OR IGNORE INTO snapshots (id, dataset, format, examples, path) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -501,7 +501,7 @@ class Store:
             raise ConfigurationError(f"a call id is the text in calls.id, got {call_id!r}")
         if note is not None and not isinstance(note, str):
             raise ConfigurationError(f"note must be text, got {note!r}")
-        with self._write() as con:
+        with self.transaction() as con:
             found = con.execute("SELECT 1 FROM recorded_calls WHERE id = ?", [call_id]).fetchone()
             if found is None:
                 raise CallNotFoundError(
@@ -511,9 +511,10 @@ class Store:
             yield con
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A write connection to the (migrated) store; what the block writes is one
-        transaction."""
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection to the (migrated) store, for the library's own record modules
+        (fine-tuning jobs, eval runs); what the block writes is one transaction, rolled back
+        if the block raises."""
         self._refresh()
         with connect(self.path, read_only=False, wait=self._wait) as con:
             migrate(con, self.path)
