@@ -53,6 +53,29 @@ def check_dataset_name(name: object, *, source: str = "dataset name") -> str:
     return name
 
 
+def load_default_dataset(value: str | None, env: Mapping[str, str]) -> str:
+    """The dataset of calls not tagged otherwise: ``value``, else ``FINETUNER_DATASET``."""
+    dataset = value if value is not None else env.get("FINETUNER_DATASET")
+    return check_dataset_name(
+        dataset or DEFAULT_DATASET, source="FINETUNER_DATASET / default_dataset"
+    )
+
+
+def load_max_content_size(env: Mapping[str, str]) -> int:
+    """``FINETUNER_MAX_CONTENT_SIZE``: characters of one content part, a whole number > 0."""
+    raw_size = env.get("FINETUNER_MAX_CONTENT_SIZE", str(DEFAULT_MAX_CONTENT_SIZE))
+    try:
+        size = int(raw_size)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise ConfigurationError(
+            f"FINETUNER_MAX_CONTENT_SIZE must be a whole number of characters > 0, got "
+            f"{raw_size!r}"
+        )
+    return size
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the store lives and how capture behaves."""
@@ -83,10 +106,7 @@ class Settings:
             )
         spool = spool_dir if spool_dir is not None else env.get("FINETUNER_SPOOL_DIR")
         spool_path = Path(spool) if spool else db_path.with_name(db_path.name + ".spool")
-        dataset = default_dataset if default_dataset is not None else env.get("FINETUNER_DATASET")
-        dataset = check_dataset_name(
-            dataset or DEFAULT_DATASET, source="FINETUNER_DATASET / default_dataset"
-        )
+        dataset = load_default_dataset(default_dataset, env)
         interval = ingest_interval
         if interval is None:
             raw = env.get("FINETUNER_INGEST_INTERVAL", "1.0")
@@ -100,20 +120,10 @@ class Settings:
             raise ConfigurationError(
                 f"the ingest interval must be a finite number of seconds >= 0, got {interval!r}"
             )
-        raw_size = env.get("FINETUNER_MAX_CONTENT_SIZE", str(DEFAULT_MAX_CONTENT_SIZE))
-        try:
-            max_content_size = int(raw_size)
-        except ValueError:
-            max_content_size = 0
-        if max_content_size <= 0:
-            raise ConfigurationError(
-                f"FINETUNER_MAX_CONTENT_SIZE must be a whole number of characters > 0, got "
-                f"{raw_size!r}"
-            )
         return cls(
             db_path=db_path.absolute(),
             spool_dir=spool_path.absolute(),
             default_dataset=dataset,
             ingest_interval=interval,
-            max_content_size=max_content_size,
+            max_content_size=load_max_content_size(env),
         )

@@ -21,9 +21,12 @@ app.py`` (this instrumentor is registered as ``finetuner_openai``, beside the co
 Settings
 --------
 ``FINETUNER_DATASET``: the dataset of calls with no ``dataset_name=`` keyword and no
-``finetuner_otel.dataset(...)`` scope (default ``default``). ``FINETUNER_REDACT``: built-in
-redactions (``email,phone,api_key``); ``instrument(redact=...)`` also takes a function of a text
-or regular expressions (see ``finetuner_otel._redact``).
+``finetuner_otel.dataset(...)`` scope (default ``default``). ``FINETUNER_MAX_CONTENT_SIZE``:
+characters of one content part above which it is left out and the call marked not trainable.
+``FINETUNER_REDACT``: built-in redactions (``email,phone,api_key``); ``instrument(redact=...)``
+also takes a function of a text or regular expressions (see ``finetuner_otel._redact``). The
+keywords ``default_dataset=``, ``max_content_size=`` and ``redact=`` win over the variables; they
+are read once, into the ``CaptureOptions`` every wrapper of this instrumentation carries.
 
 The ``dataset_name`` keyword is removed before the SDK sees it. Without this instrumentation the
 SDK rejects it with ``TypeError``; code that must also run uninstrumented should use the
@@ -32,7 +35,6 @@ SDK rejects it with ``TypeError``; code that must also run uninstrumented should
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 from typing import Any
 
@@ -40,12 +42,10 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.trace import get_tracer
 from wrapt import wrap_function_wrapper
 
-from .._redact import from_environment, make_redactor
-from .._settings import Settings
 from ..version import __version__
-from . import _content
 from ._apis import CHAT, RESPONSES, Api
 from ._call import Tracers
+from ._options import CaptureOptions
 from ._patch import (
     async_request,
     async_traced,
@@ -110,22 +110,17 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             else None
         )
         tracers = Tracers(tracer, capture)
-        settings = Settings.load(default_dataset=kwargs.get("default_dataset"))
-        default = settings.default_dataset
-        _content.LIMIT.size = kwargs.get("max_content_size") or settings.max_content_size
-        _content.REDACTION.redactor = make_redactor(kwargs.get("redact")) or from_environment(
-            os.environ.get("FINETUNER_REDACT")
-        )
+        options = CaptureOptions.load(kwargs)
         for module, owner, method, api, is_async in _PATCHES:
             factory = async_traced if is_async else sync_traced
-            wrap_function_wrapper(module, f"{owner}.{method}", factory(tracers, api, default))
+            wrap_function_wrapper(module, f"{owner}.{method}", factory(tracers, api, options))
         for module, owner, method in _HELPERS:
             wrap_function_wrapper(module, f"{owner}.{method}", stream_helper)
         wrap_function_wrapper(
-            _CLIENT_MODULE, "SyncAPIClient.request", sync_request(tracers, default)
+            _CLIENT_MODULE, "SyncAPIClient.request", sync_request(tracers, options)
         )
         wrap_function_wrapper(
-            _CLIENT_MODULE, "AsyncAPIClient.request", async_request(tracers, default)
+            _CLIENT_MODULE, "AsyncAPIClient.request", async_request(tracers, options)
         )
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -133,4 +128,3 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         for module, owner, method in [p[:3] for p in _PATCHES] + _HELPERS + _POSTS:
             unwrap_ours(getattr(importlib.import_module(module), owner), method)
-        _content.REDACTION.redactor = None

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from . import _content, _responses
 from ._buffers import ChatStreamBuffer
+from ._options import CaptureOptions
 
 
 class StreamBuffer(Protocol):
@@ -20,10 +21,10 @@ class StreamBuffer(Protocol):
 @dataclass
 class Api:
     name: str
-    request_attributes: Callable[[Mapping[str, Any], Any], dict[str, Any]]
-    response_attributes: Callable[[Any], dict[str, Any]]
+    request_attributes: Callable[[Mapping[str, Any], Any, CaptureOptions], dict[str, Any]]
+    response_attributes: Callable[[Any, CaptureOptions], dict[str, Any]]
     is_result: Callable[[Any], bool]
-    new_buffer: Callable[[], StreamBuffer]
+    new_buffer: Callable[[CaptureOptions], StreamBuffer]
 
 
 CHAT = Api(

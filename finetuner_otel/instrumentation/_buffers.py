@@ -5,14 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _semconv as sc
-from ._content import (
-    encode_messages,
-    field,
-    getter,
-    given,
-    semconv_finish_reason,
-    usage_attributes,
-)
+from .._fields import field, getter, given
+from .._parts import Parts, semconv_finish_reason, tool_call_part
+from ._content import usage_attributes
+from ._options import CaptureOptions
 
 
 class _ChoiceBuffer:
@@ -54,16 +50,15 @@ class _ChoiceBuffer:
                 if arguments:  # None and "" are both "no fragment in this chunk"
                     slot[2].append(arguments)
 
-    def message(self, incomplete: bool) -> dict[str, Any]:
+    def message(self, build: Parts, incomplete: bool) -> dict[str, Any]:
+        """The choice's message, built as a whole message's would be (capped alike)."""
         parts: list[dict[str, Any]] = []
         if self.text:
-            parts.append({"type": "text", "content": "".join(self.text)})
+            parts.append(build.text("".join(self.text)))
         if self.refusal:
-            parts.append({"type": "refusal", "content": "".join(self.refusal)})
+            parts.append(build.refusal("".join(self.refusal)))
         for _, (call_id, name, fragments) in sorted(self.tool_calls.items()):
-            parts.append(
-                {"type": "tool_call", "id": call_id, "name": name, "arguments": "".join(fragments)}
-            )
+            parts.append(tool_call_part(call_id, name, "".join(fragments)))
         reason = self.finish_reason or ("incomplete" if incomplete else "error")
         return {
             "role": self.role or "assistant",
@@ -75,9 +70,10 @@ class _ChoiceBuffer:
 class ChatStreamBuffer:
     """Collects ids, model, usage and every choice's deltas from ``ChatCompletionChunk`` objects."""
 
-    __slots__ = ("choices", "model", "response_id", "usage")
+    __slots__ = ("choices", "model", "options", "response_id", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, options: CaptureOptions) -> None:
+        self.options = options
         self.response_id: str | None = None
         self.model: str | None = None
         self.usage: Any = None
@@ -117,6 +113,9 @@ class ChatStreamBuffer:
         ordered = [self.choices[i] for i in sorted(self.choices)]
         if ordered:
             attrs[sc.RESPONSE_FINISH_REASONS] = tuple(c.finish_reason or "" for c in ordered)
-        attrs[sc.OUTPUT_MESSAGES] = encode_messages([c.message(incomplete) for c in ordered])
+        options = self.options
+        attrs[sc.OUTPUT_MESSAGES] = options.encode_messages(
+            [c.message(options.parts, incomplete) for c in ordered]
+        )
         attrs.update(usage_attributes(self.usage))
         return attrs

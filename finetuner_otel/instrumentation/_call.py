@@ -20,6 +20,7 @@ from .. import _semconv as sc
 from .._context import current_dataset, current_purpose
 from .._ownership import OurCall, note_our_call
 from .._settings import check_dataset_name
+from ._options import CaptureOptions
 
 if TYPE_CHECKING:
     from ._apis import Api, StreamBuffer
@@ -63,11 +64,18 @@ class Tracers(NamedTuple):
 class ChatCall:
     """The span of one chat call (either API) and what it has collected so far."""
 
-    __slots__ = ("api", "buffer", "current", "ended", "ours", "span")
+    __slots__ = ("api", "buffer", "current", "ended", "options", "ours", "span")
 
-    def __init__(self, span: trace.Span, api: Api, current: trace.Span | None = None) -> None:
+    def __init__(
+        self,
+        span: trace.Span,
+        api: Api,
+        options: CaptureOptions,
+        current: trace.Span | None = None,
+    ) -> None:
         self.span = span
         self.api = api
+        self.options = options
         # The span made current during the call: the app's own, even when it was sampled out
         # and ``span`` is our capture span (so the app's sampling decision holds for the rest).
         self.current = current if current is not None else span
@@ -83,14 +91,14 @@ class ChatCall:
         instance: Any,
         kwargs: Mapping[str, Any],
         dataset_keyword: Any,
-        default_dataset: str,
+        options: CaptureOptions,
     ) -> ChatCall | None:
         """Open the span for this call, or return None when it should not be traced."""
         if not is_instrumentation_enabled():
             return None
         try:
-            attrs = api.request_attributes(kwargs, instance)
-            attrs[sc.DATASET] = resolve_dataset(dataset_keyword, default_dataset)
+            attrs = api.request_attributes(kwargs, instance, options)
+            attrs[sc.DATASET] = resolve_dataset(dataset_keyword, options.default_dataset)
             why = current_purpose()
             if why is not None:
                 attrs[sc.PURPOSE] = why
@@ -105,7 +113,7 @@ class ChatCall:
                     capture.start_span(name, kind=SpanKind.CLIENT, attributes=attrs),
                     span,
                 )
-            call = cls(span, api, current=current)
+            call = cls(span, api, options, current=current)
             start = getattr(span, "start_time", None)
             if start is not None:
                 trace_id = span.get_span_context().trace_id
@@ -143,7 +151,9 @@ class ChatCall:
             if self.buffer is not None:
                 span.set_attributes(self.buffer.attributes(incomplete=True))
                 span.set_attribute(sc.INCOMPLETE, True)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            # The SDK's message can echo the request (a 401 body quoting the key): redacted.
+            described = self.options.redact_text(f"{type(exc).__name__}: {exc}")
+            span.set_status(Status(StatusCode.ERROR, described))
             self._end()
         except Exception:
             log_internal_error("the error capture")
@@ -152,7 +162,7 @@ class ChatCall:
         """A whole result (ChatCompletion, Response) came back: record it and end the span."""
         try:
             self.ended = True
-            self.span.set_attributes(self.api.response_attributes(result))
+            self.span.set_attributes(self.api.response_attributes(result, self.options))
         except Exception:
             self.span.set_attribute(sc.CAPTURE_ERROR, "response")
             log_internal_error("the response capture")

@@ -12,6 +12,7 @@ from .._context import dataset
 from .._settings import check_dataset_name
 from ._apis import CHAT, RESPONSES, Api
 from ._call import ChatCall, Tracers, log_internal_error
+from ._options import CaptureOptions
 from ._stream import AsyncStreamProxy, SyncStreamProxy
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
@@ -138,14 +139,14 @@ async def _call_async(
     return _respond(call, result, AsyncStreamProxy)
 
 
-def sync_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
+def sync_traced(tracers: Tracers, api: Api, options: CaptureOptions) -> Wrapper:
     """The wrapper for a sync SDK method of ``api`` (``create``, ``parse``)."""
 
     def traced(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         dataset_keyword = _prepare(kwargs)
-        call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, default_dataset)
+        call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, options)
         if call is None:
             return wrapped(*args, **kwargs)
         return _call_sync(call, wrapped, args, kwargs)
@@ -153,7 +154,7 @@ def sync_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
     return mark_ours(traced)
 
 
-def async_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
+def async_traced(tracers: Tracers, api: Api, options: CaptureOptions) -> Wrapper:
     """The wrapper for an async SDK method of ``api``."""
 
     async def traced(
@@ -163,7 +164,7 @@ def async_traced(tracers: Tracers, api: Api, default_dataset: str) -> Wrapper:
         kwargs: dict[str, Any],
     ) -> Any:
         dataset_keyword = _prepare(kwargs)
-        call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, default_dataset)
+        call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, options)
         if call is None:
             return await wrapped(*args, **kwargs)
         return await _call_async(call, wrapped, args, kwargs)
@@ -240,7 +241,7 @@ def _posted(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Api, Mapping
     return (api, body) if isinstance(body, Mapping) else None
 
 
-def sync_request(tracers: Tracers, default_dataset: str) -> Wrapper:
+def sync_request(tracers: Tracers, options: CaptureOptions) -> Wrapper:
     """``SyncAPIClient.request``: records chat requests that reached it by an unpatched way.
 
     (Not ``post``: each resource binds its client's ``post`` when it is made.)"""
@@ -252,7 +253,7 @@ def sync_request(tracers: Tracers, default_dataset: str) -> Wrapper:
         if posted is None:
             return wrapped(*args, **kwargs)
         api, body = posted
-        call = ChatCall.start(tracers, api, _Resource(instance), body, None, default_dataset)
+        call = ChatCall.start(tracers, api, _Resource(instance), body, None, options)
         if call is None:
             return wrapped(*args, **kwargs)
         return _call_sync(call, wrapped, args, kwargs)
@@ -260,7 +261,7 @@ def sync_request(tracers: Tracers, default_dataset: str) -> Wrapper:
     return mark_ours(traced)
 
 
-def async_request(tracers: Tracers, default_dataset: str) -> Wrapper:
+def async_request(tracers: Tracers, options: CaptureOptions) -> Wrapper:
     """``AsyncAPIClient.request``: the same, for the async client."""
 
     async def traced(
@@ -273,7 +274,7 @@ def async_request(tracers: Tracers, default_dataset: str) -> Wrapper:
         if posted is None:
             return await wrapped(*args, **kwargs)
         api, body = posted
-        call = ChatCall.start(tracers, api, _Resource(instance), body, None, default_dataset)
+        call = ChatCall.start(tracers, api, _Resource(instance), body, None, options)
         if call is None:
             return await wrapped(*args, **kwargs)
         return await _call_async(call, wrapped, args, kwargs)

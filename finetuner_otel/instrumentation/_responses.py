@@ -12,68 +12,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import _semconv as sc
-from ._content import (
-    NOT_OPTIONS,
-    add_content,
-    audio_part,
-    base_request_attributes,
-    cap,
-    encode_messages,
-    field,
-    file_part,
-    given,
-    media_part,
-    response_identity,
-)
+from .._fields import field, given
+from .._parts import Parts, tool_call_part
+from ._content import NOT_OPTIONS, add_content, base_request_attributes, response_identity
+from ._options import CaptureOptions
 
 _NUMERIC_PARAMS = {"temperature": sc.REQUEST_TEMPERATURE, "top_p": sc.REQUEST_TOP_P}
 _NOT_OPTIONS = NOT_OPTIONS | {"input", "instructions", "max_output_tokens", "text_format"}
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
-def _part(part: Any) -> dict[str, Any]:
-    """One Responses content part (input or output) as a semconv part."""
-    kind = field(part, "type")
-    if kind in ("input_text", "output_text", "text"):
-        return {"type": "text", "content": field(part, "text")}
-    if kind == "refusal":
-        return {"type": "refusal", "content": field(part, "refusal")}
-    if kind == "input_image":
-        url = field(part, "image_url")
-        if given(url):
-            out = media_part(url, "image")
-        else:
-            out = {"type": "file", "modality": "image", "file_id": field(part, "file_id")}
-        detail = field(part, "detail")
-        if given(detail) and detail != "auto":
-            out["detail"] = detail
-        return out
-    if kind == "input_file":
-        return file_part(part, ("file_id", "filename", "file_data", "file_url"))
-    if kind == "input_audio":
-        return audio_part(field(part, "input_audio"))
-    return {"type": str(kind), "openai": part}  # kept whole, so nothing is lost
-
-
-def _parts(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [cap({"type": "text", "content": content})]
-    if not given(content):
-        return []
-    return [cap(_part(p)) for p in content]
-
-
 def _tool_call(item: Any) -> dict[str, Any]:
-    kind = field(item, "type")
-    part = {
-        "type": "tool_call",
-        "id": field(item, "call_id"),
-        "name": field(item, "name"),
-        "arguments": field(item, "input" if kind == "custom_tool_call" else "arguments"),
-    }
-    if kind == "custom_tool_call":
-        part["tool_type"] = "custom"
-    return part
+    custom = field(item, "type") == "custom_tool_call"
+    return tool_call_part(
+        field(item, "call_id"),
+        field(item, "name"),
+        field(item, "input" if custom else "arguments"),
+        "custom" if custom else None,
+    )
 
 
 def _reasoning(item: Any) -> dict[str, Any] | None:
@@ -85,7 +41,8 @@ def _reasoning(item: Any) -> dict[str, Any] | None:
 class _Conversation:
     """Builds semconv messages from Responses items, merging what chat keeps in one message."""
 
-    def __init__(self) -> None:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
         self.messages: list[dict[str, Any]] = []
         self._reasoning: list[dict[str, Any]] = []  # waits for the assistant turn it belongs to
 
@@ -98,12 +55,12 @@ class _Conversation:
 
     def add(self, item: Any) -> None:
         if isinstance(item, str):  # a bare string in an input list is a user message
-            self.messages.append({"role": "user", "parts": _parts(item)})
+            self.messages.append({"role": "user", "parts": [self.parts.text(item)]})
             return
         kind = field(item, "type")
         role = field(item, "role")
         if kind in (None, "message") and role:
-            parts = _parts(field(item, "content"))
+            parts = self.parts.responses_content(field(item, "content"))
             if role == "assistant":
                 message = self._assistant()
                 message["parts"][:0] = self._reasoning  # reasoning comes first in a turn
@@ -125,7 +82,7 @@ class _Conversation:
                 {
                     "type": "tool_call_response",
                     "id": field(item, "call_id"),
-                    "response": _output(item),
+                    "response": self._output(item),
                 }
             )
         elif kind == "reasoning":
@@ -137,6 +94,12 @@ class _Conversation:
                 {"role": role or "user", "parts": [{"type": str(kind), "openai": item}]}
             )
 
+    def _output(self, item: Any) -> Any:
+        output = field(item, "output")
+        if isinstance(output, str) or not given(output):
+            return output
+        return [self.parts.responses_part(p) for p in output]
+
     def finish(self) -> list[dict[str, Any]]:
         if self._reasoning and self.messages and self.messages[-1]["role"] == "assistant":
             self.messages[-1]["parts"][:0] = self._reasoning
@@ -144,24 +107,19 @@ class _Conversation:
         return self.messages
 
 
-def _output(item: Any) -> Any:
-    output = field(item, "output")
-    if isinstance(output, str) or not given(output):
-        return output
-    return [_part(p) for p in output]
-
-
-def input_messages(value: Any) -> list[dict[str, Any]]:
+def input_messages(value: Any, parts: Parts) -> list[dict[str, Any]]:
     """``input``: a string (one user message) or a list of items."""
     if isinstance(value, str):
-        return [{"role": "user", "parts": [{"type": "text", "content": value}]}]
-    conversation = _Conversation()
+        return [{"role": "user", "parts": [parts.text(value)]}]
+    conversation = _Conversation(parts)
     for item in value:
         conversation.add(item)
     return conversation.finish()
 
 
-def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, Any]:
+def request_attributes(
+    kwargs: Mapping[str, Any], instance: Any, options: CaptureOptions
+) -> dict[str, Any]:
     """Span attributes known before a Responses call."""
     attrs = base_request_attributes(kwargs, instance, "responses", _NUMERIC_PARAMS)
     max_tokens = kwargs.get("max_output_tokens")
@@ -169,19 +127,19 @@ def request_attributes(kwargs: Mapping[str, Any], instance: Any) -> dict[str, An
         attrs[sc.REQUEST_MAX_TOKENS] = max_tokens
     instructions = kwargs.get("instructions")
     if given(instructions) and isinstance(instructions, str):
-        attrs[sc.SYSTEM_INSTRUCTIONS] = encode_messages([{"type": "text", "content": instructions}])
+        attrs[sc.SYSTEM_INSTRUCTIONS] = options.encode_messages([options.parts.text(instructions)])
     text = kwargs.get("text")
     fmt = field(text, "format") if given(text) else None
     if fmt is not None:
         attrs[sc.OUTPUT_TYPE] = "text" if field(fmt, "type") == "text" else "json"
     items: Any = kwargs.get("input")
-    converted = input_messages(items) if given(items) else None
-    return add_content(attrs, converted, kwargs, _NOT_OPTIONS)
+    converted = input_messages(items, options.parts) if given(items) else None
+    return add_content(attrs, converted, kwargs, _NOT_OPTIONS, options)
 
 
-def output_message(response: Any) -> tuple[dict[str, Any], str]:
+def output_message(response: Any, parts: Parts) -> tuple[dict[str, Any], str]:
     """The response's output items as one assistant message, and its semconv finish reason."""
-    conversation = _Conversation()
+    conversation = _Conversation(parts)
     calls = False
     for item in field(response, "output") or ():
         kind = field(item, "type")
@@ -204,12 +162,12 @@ def output_message(response: Any) -> tuple[dict[str, Any], str]:
     return message, reason
 
 
-def response_attributes(response: Any) -> dict[str, Any]:
+def response_attributes(response: Any, options: CaptureOptions) -> dict[str, Any]:
     """Span attributes from a whole ``Response``."""
     attrs = response_identity(response)
-    message, reason = output_message(response)
+    message, reason = output_message(response, options.parts)
     attrs[sc.RESPONSE_FINISH_REASONS] = (reason,)
-    attrs[sc.OUTPUT_MESSAGES] = encode_messages([message])
+    attrs[sc.OUTPUT_MESSAGES] = options.encode_messages([message])
     usage = field(response, "usage")
     if usage is not None:
         for key, attr in (
@@ -231,9 +189,10 @@ class ResponsesStreamBuffer:
     ``.incomplete`` or ``.failed``) carries the whole response; without one, what arrived is
     recorded from the finished output items and the text deltas."""
 
-    __slots__ = ("final", "items", "model", "response_id", "text")
+    __slots__ = ("final", "items", "model", "options", "response_id", "text")
 
-    def __init__(self) -> None:
+    def __init__(self, options: CaptureOptions) -> None:
+        self.options = options
         self.final: Any = None
         self.response_id: str | None = None
         self.model: str | None = None
@@ -259,14 +218,15 @@ class ResponsesStreamBuffer:
         return self.final is not None
 
     def attributes(self, incomplete: bool) -> dict[str, Any]:
+        options = self.options
         if self.final is not None:
-            return response_attributes(self.final)
+            return response_attributes(self.final, options)
         attrs: dict[str, Any] = {}
         if self.response_id:
             attrs[sc.RESPONSE_ID] = self.response_id
         if self.model:
             attrs[sc.RESPONSE_MODEL] = self.model
-        conversation = _Conversation()
+        conversation = _Conversation(options.parts)
         for index in sorted(set(self.items) | set(self.text)):
             item = self.items.get(index)
             if item is not None:
@@ -278,5 +238,5 @@ class ResponsesStreamBuffer:
         message = messages[0] if messages else {"role": "assistant", "parts": []}
         message["finish_reason"] = "error"
         attrs[sc.RESPONSE_FINISH_REASONS] = ("error",)
-        attrs[sc.OUTPUT_MESSAGES] = encode_messages([message])
+        attrs[sc.OUTPUT_MESSAGES] = options.encode_messages([message])
         return attrs

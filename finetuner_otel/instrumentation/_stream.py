@@ -18,7 +18,7 @@ from ._call import ChatCall, log_internal_error
 class _StreamProxyBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def __init__(self, stream: Any, call: ChatCall) -> None:
         super().__init__(stream)
-        call.buffer = call.api.new_buffer()
+        call.buffer = call.api.new_buffer(call.options)
         self._self_call = call
 
     def __del__(self) -> None:
