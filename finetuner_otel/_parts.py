@@ -196,8 +196,11 @@ class Parts:
         if role == "tool":
             response = content if isinstance(content, str) else self.chat_content(content)
             parts = [
-                {"type": "tool_call_response", "id": field(message, "tool_call_id"),
-                 "response": response}
+                {
+                    "type": "tool_call_response",
+                    "id": field(message, "tool_call_id"),
+                    "response": response,
+                }
             ]
         elif role == "function":  # legacy function results
             parts = [{"type": "tool_call_response", "id": None, "response": content}]

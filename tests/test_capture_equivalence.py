@@ -26,7 +26,10 @@ from finetuner_otel.testing import OpenAIServer, RawReply, Reply, ToolCall
 
 # Attributes that differ between two calls whatever their content: the response's id.
 _PER_CALL = {sc.RESPONSE_ID}
-PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5Erk"
+    "Jggg=="
+)
 
 
 class Capture:
@@ -99,14 +102,19 @@ def _output(attrs: dict[str, Any]) -> list[dict[str, Any]]:
     return json.loads(attrs[sc.OUTPUT_MESSAGES])  # type: ignore[no-any-return]
 
 
-TOOLS = [ToolCall("get_weather", '{"city": "Paris"}', id="call_1"),
-         ToolCall("get_time", '{"zone": "CET"}', id="call_2")]
+TOOLS = [
+    ToolCall("get_weather", '{"city": "Paris"}', id="call_1"),
+    ToolCall("get_time", '{"zone": "CET"}', id="call_2"),
+]
 
 
 @pytest.mark.parametrize("call", [_chat, _responses], ids=["chat", "responses"])
 def test_text(instrumented: Capture, call: Any) -> None:
-    attrs = _same(call, instrumented, Reply("Hello there, how can I help?", prompt_tokens=3,
-                                            completion_tokens=6))
+    attrs = _same(
+        call,
+        instrumented,
+        Reply("Hello there, how can I help?", prompt_tokens=3, completion_tokens=6),
+    )
     [message] = _output(attrs)
     assert message["parts"] == [{"type": "text", "content": "Hello there, how can I help?"}]
     assert attrs[sc.USAGE_OUTPUT_TOKENS] == 6
@@ -123,30 +131,54 @@ def test_tool_calls(instrumented: Capture, call: Any) -> None:
 @pytest.mark.parametrize("call", [_chat, _responses], ids=["chat", "responses"])
 def test_multimodal_input(instrumented: Capture, call: Any) -> None:
     if call is _chat:
-        content = [{"type": "text", "text": "What is it?"},
-                   {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]
+        content = [
+            {"type": "text", "text": "What is it?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        ]
     else:
-        content = [{"type": "input_text", "text": "What is it?"},
-                   {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}"}]
+        content = [
+            {"type": "input_text", "text": "What is it?"},
+            {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}"},
+        ]
     attrs = _same(call, instrumented, Reply("a dot"), content=content)
     [user] = json.loads(attrs[sc.INPUT_MESSAGES])
-    assert user["parts"][1] == {"type": "blob", "modality": "image", "mime_type": "image/png",
-                                "content": PNG}
+    assert user["parts"][1] == {
+        "type": "blob",
+        "modality": "image",
+        "mime_type": "image/png",
+        "content": PNG,
+    }
 
 
 def _refusal_replies() -> tuple[RawReply, RawReply]:
     completion = {
-        "id": "chatcmpl-r", "object": "chat.completion", "created": 1, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                     "message": {"role": "assistant", "content": None,
-                                 "refusal": "I can't help with that."}}],
+        "id": "chatcmpl-r",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "logprobs": None,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": "I can't help with that.",
+                },
+            }
+        ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6},
     }
     base = {"id": "chatcmpl-r", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    deltas = [{"role": "assistant", "content": None, "refusal": ""},
-              {"refusal": "I can't "}, {"refusal": "help with that."}]
-    events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]}
-              for d in deltas]
+    deltas = [
+        {"role": "assistant", "content": None, "refusal": ""},
+        {"refusal": "I can't "},
+        {"refusal": "help with that."},
+    ]
+    events = [
+        {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas
+    ]
     events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     events.append({**base, "choices": [], "usage": completion["usage"]})
     body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
@@ -167,21 +199,27 @@ def test_chat_refusal(instrumented: Capture) -> None:
 
 @pytest.mark.options(max_content_size=10)
 @pytest.mark.parametrize("call", [_chat, _responses], ids=["chat", "responses"])
-def test_an_answer_over_the_cap_is_left_out_streamed_or_not(instrumented: Capture, call: Any) -> None:
+def test_an_answer_over_the_cap_is_left_out_streamed_or_not(
+    instrumented: Capture, call: Any
+) -> None:
     long = "a reply well over ten characters"
     attrs = _same(call, instrumented, Reply(long))
     [message] = _output(attrs)
     assert message["parts"][0]["content"] is None
-    assert message["parts"][0][sc.OMITTED_MARKER] == {"field": "content", "size": len(long),
-                                                     "limit": 10}
+    assert message["parts"][0][sc.OMITTED_MARKER] == {
+        "field": "content",
+        "size": len(long),
+        "limit": 10,
+    }
     assert long not in attrs[sc.OUTPUT_MESSAGES]
 
 
 @pytest.mark.options(redact=["email"])
 @pytest.mark.parametrize("call", [_chat, _responses], ids=["chat", "responses"])
 def test_redacted_streamed_or_not(instrumented: Capture, call: Any) -> None:
-    attrs = _same(call, instrumented, Reply("Write to ann@example.com today"),
-                  content="I am bob@example.org")
+    attrs = _same(
+        call, instrumented, Reply("Write to ann@example.com today"), content="I am bob@example.org"
+    )
     assert "example" not in json.dumps(attrs)
     [message] = _output(attrs)
     assert message["parts"][0]["content"] == "Write to [REDACTED:email] today"
@@ -212,8 +250,12 @@ def test_import_ignores_the_capture_cap(
     """Issue 17's first bug: with FINETUNER_MAX_CONTENT_SIZE=10 and an instrumentation active,
     an imported example lost its user message (stored null, still trainable)."""
     monkeypatch.setenv("FINETUNER_MAX_CONTENT_SIZE", "10")
-    example = {"messages": [{"role": "user", "content": "a question longer than ten"},
-                            {"role": "assistant", "content": "an answer longer than ten"}]}
+    example = {
+        "messages": [
+            {"role": "user", "content": "a question longer than ten"},
+            {"role": "assistant", "content": "an answer longer than ten"},
+        ]
+    }
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(example) + "\n")
     handle = finetuner_otel.instrument(db)
