@@ -148,8 +148,10 @@ def instrument(
                 )
             return _active
         provider, owns = _choose_provider(tracer_provider)
+        redactor = make_redactor(redact)
+        # The exporter redacts other instrumentations' spans with the same redactor.
         processor = GenAISpanProcessor(
-            DuckDBSpanExporter(settings.db_path, spool_dir=settings.spool_dir)
+            DuckDBSpanExporter(settings.db_path, spool_dir=settings.spool_dir, redact=redactor)
         )
         provider.add_span_processor(processor)
         capture = None
@@ -165,7 +167,7 @@ def instrument(
             tracer_provider=provider,
             capture_tracer_provider=capture,
             default_dataset=settings.default_dataset,
-            redact=make_redactor(redact),
+            redact=redactor,
         )
         _active = Instrumentation(settings, provider, processor, owns)
         atexit.register(_active.shutdown)

@@ -184,3 +184,53 @@ def test_suppressed_instrumentation_records_nothing(capture, db, server: OpenAIS
     assert "dataset_name" not in server.requests[-1].json
     assert capture.flush()
     assert not db.exists()
+
+
+class _Items:
+    """A one-shot iterator that is not a generator."""
+
+    def __init__(self, items: list[dict[str, str]]) -> None:
+        self._items = iter(items)
+
+    def __iter__(self) -> _Items:
+        return self
+
+    def __next__(self) -> dict[str, str]:
+        return next(self._items)
+
+
+def _outcome(server: OpenAIServer, api: str, kind: str) -> tuple[str, str, bytes | None]:
+    """What the call did: its result type (or error type and message), and the body sent."""
+    items = [{"role": "user", "content": "hi"}]
+    value = (x for x in items) if kind == "generator" else _Items(items)
+    client = server.client(max_retries=0)
+    before = len(server.requests)
+    server.enqueue(Reply("hello"))
+    try:
+        if api == "chat":
+            result = client.chat.completions.create(model="m", messages=value)
+        else:
+            result = client.responses.create(model="m", input=value)
+        outcome = (type(result).__name__, "")
+    except Exception as exc:  # the bare SDK's own error: ours must be the same
+        outcome = (type(exc).__name__, str(exc))
+    sent = server.requests[-1].body if len(server.requests) > before else None
+    server._queue.clear()
+    return outcome[0], outcome[1], sent
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize("kind", ["generator", "iterator"])
+def test_one_shot_iterators_behave_exactly_as_without_us(
+    db, server: OpenAIServer, api: str, kind: str
+) -> None:
+    """Issue 19: responses.create(input=<a generator>) raises TypeError in the bare SDK; it
+    must with us too (we used to hand the SDK a list), and chat must still read it."""
+    bare = _outcome(server, api, kind)
+    with finetuner_otel.instrument(db) as handle:
+        ours = _outcome(server, api, kind)
+        stored = rows(handle)
+    assert ours == bare
+    if bare[2] is not None:  # the SDK sent it: we recorded what it sent
+        [row] = stored
+        assert row["messages"] == [{"role": "user", "content": "hi"}]

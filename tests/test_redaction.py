@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
+import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -13,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import finetuner_otel
 from finetuner_otel._redact import Redactor
-from finetuner_otel.testing import OpenAIServer, Reply, ToolCall
+from finetuner_otel.testing import ErrorReply, OpenAIServer, Reply, ToolCall
 
 from .conftest import rows
 
@@ -127,3 +129,123 @@ def test_images_are_left_alone_and_bad_specs_refused(monkeypatch: pytest.MonkeyP
     with pytest.raises(finetuner_otel.ConfigurationError, match="FINETUNER_REDACT names"):
         from_environment("email,ssn")
     assert from_environment(" email , phone ") is not None
+
+
+def _every_api_call(server: OpenAIServer, secret: str) -> None:
+    """The secret in every field of every API we record, streamed and not, and in an error."""
+    client = server.client()
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "description": f"looks up with {secret}",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"key": {"type": "string", "enum": [secret]}},
+                },
+            },
+        }
+    ]
+    prompt = finetuner_otel.Prompt("p", [{"role": "user", "content": "use {{key}}"}])
+    history = [
+        {"role": "system", "content": f"Our key is {secret}."},
+        {"role": "user", "content": [{"type": "text", "text": f"part {secret}"}]},
+        {
+            "role": "assistant",
+            "content": f"said {secret}",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": json.dumps({"k": secret})},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": f"found {secret}"},
+    ]
+    for stream in (False, True):
+        server.enqueue(
+            Reply(f"the key {secret}", tool_calls=[ToolCall("lookup", json.dumps({"k": secret}))])
+        )
+        reply = client.chat.completions.create(
+            model="m",
+            messages=history,
+            tools=tools,
+            stop=[f"stop {secret}"],
+            prediction={"type": "content", "content": secret},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "description": secret, "schema": {"type": "object"}},
+            },
+            stream=stream,
+        )
+        if stream:
+            for _ in reply:  # type: ignore[union-attr]
+                pass
+        server.enqueue(Reply(f"the key {secret}"))
+        client.chat.completions.create(model="m", messages=prompt.messages(key=secret))
+        server.enqueue(
+            Reply(f"the key {secret}", tool_calls=[ToolCall("lookup", json.dumps({"k": secret}))])
+        )
+        response = client.responses.create(
+            model="m",
+            instructions=f"key {secret}",
+            input=[
+                {"role": "user", "content": [{"type": "input_text", "text": secret}]},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": secret},
+                {"type": "function_call_output", "call_id": "c1", "output": secret},
+            ],
+            tools=[{"type": "function", "name": "f", "description": secret, "parameters": {}}],
+            stream=stream,
+        )
+        if stream:
+            for _ in response:  # type: ignore[union-attr]
+                pass
+    server.enqueue(ErrorReply(401, f"Incorrect API key provided: {secret}", code="invalid_api_key"))
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_secret_in_every_field_of_every_api_reaches_no_byte_of_the_store_or_logs(
+    db: Path, server: OpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18: messages, tool arguments and results, tool definitions, prompt variables,
+    error messages, request options and other instrumentations' spans, streamed or not: none
+    of it in the store, its WAL, the spool or its quarantine, or what we log."""
+    caplog.set_level(logging.DEBUG)
+    provider = TracerProvider()
+    handle = finetuner_otel.instrument(db, tracer_provider=provider, redact=["api_key"])
+    try:
+        _every_api_call(server, KEY)
+        # Another instrumentation's span of a call ours did not trace, content and all.
+        foreign = provider.get_tracer("someone.elses.instrumentation")
+        with foreign.start_as_current_span(
+            "chat m",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "m",
+                "gen_ai.input.messages": json.dumps(
+                    [{"role": "user", "parts": [{"type": "text", "content": KEY}]}]
+                ),
+                "gen_ai.output.messages": json.dumps(
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [{"type": "text", "content": KEY}],
+                            "finish_reason": "stop",
+                        }
+                    ]
+                ),
+                "custom.note": f"the key {KEY}",
+            },
+        ):
+            pass
+        stored = rows(handle)
+        assert len(stored) == 8  # 2 x (chat, prompt, responses), the error, the foreign span
+        assert any("[REDACTED:api_key]" in json.dumps(r["messages"]) for r in stored)
+    finally:
+        handle.shutdown()
+        provider.shutdown()
+    assert KEY.encode() not in _every_byte(db.parent)
+    assert KEY not in caplog.text

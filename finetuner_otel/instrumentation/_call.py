@@ -151,12 +151,19 @@ class ChatCall:
             if self.buffer is not None:
                 span.set_attributes(self.buffer.attributes(incomplete=True))
                 span.set_attribute(sc.INCOMPLETE, True)
-            # The SDK's message can echo the request (a 401 body quoting the key): redacted.
-            described = self.options.redact_text(f"{type(exc).__name__}: {exc}")
-            span.set_status(Status(StatusCode.ERROR, described))
+            span.set_status(Status(StatusCode.ERROR, self._described(exc)))
             self._end()
         except Exception:
             log_internal_error("the error capture")
+
+    def _described(self, exc: BaseException) -> str:
+        """The error's message, redacted: the SDK's message can echo the request (a 401 body
+        quoting the key). Only the error's type when the redactor fails on it."""
+        try:
+            return self.options.redact_text(f"{type(exc).__name__}: {exc}")
+        except Exception:
+            log_internal_error("the error redaction")
+            return type(exc).__name__
 
     def complete(self, result: Any) -> None:
         """A whole result (ChatCompletion, Response) came back: record it and end the span."""

@@ -48,19 +48,46 @@ def unwrap_ours(owner: type, name: str) -> None:
         parent, current = current, current.__wrapped__
 
 
-def _prepare(kwargs: dict[str, Any]) -> Any:
-    """Strip our keyword, and make ``messages`` / ``input`` re-iterable so both we and the SDK
-    can read them."""
+class _Replay(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """The user's one-shot iterator, already read by us, replaying its items for the SDK. It
+    passes for the user's object everywhere else (its class, its attributes), so the SDK treats
+    it exactly as it treats the original: reads it, or refuses it with the same error."""
+
+    def __init__(self, iterator: Any, items: list[Any]) -> None:
+        super().__init__(iterator)
+        self._self_items = iter(items)
+
+    def __iter__(self) -> _Replay:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._self_items)
+
+
+def _prepare(kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Strip our keyword; return it with the keywords to record the request from.
+
+    A one-shot iterator (a generator) as ``messages`` or ``input`` is read once: we record the
+    items, and the SDK is handed the same object replaying them, so it does exactly what it does
+    with the user's own (chat completions reads it; the Responses API raises ``TypeError``).
+    """
     dataset_keyword = kwargs.pop(DATASET_KEYWORD, None)
+    recorded = kwargs
     for key in ("messages", "input"):
         value = kwargs.get(key)
-        if value is not None and not isinstance(value, list | tuple | str | dict):
-            try:
-                iter(value)
-            except TypeError:
-                continue  # not iterable: let the SDK report it as it would
-            kwargs[key] = list(value)  # a generator; the user's own errors propagate
-    return dataset_keyword
+        if value is None or isinstance(value, list | tuple | str | dict):
+            continue
+        try:
+            one_shot = iter(value) is value
+        except TypeError:
+            continue  # not iterable: let the SDK report it as it would
+        if one_shot:
+            items = list(value)  # the user's own errors propagate, as the SDK's reading would
+            if recorded is kwargs:
+                recorded = dict(kwargs)
+            recorded[key] = items
+            kwargs[key] = _Replay(value, items)
+    return dataset_keyword, recorded
 
 
 def _raw_result(result: Any) -> Any:
@@ -145,8 +172,8 @@ def sync_traced(tracers: Tracers, api: Api, options: CaptureOptions) -> Wrapper:
     def traced(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        dataset_keyword = _prepare(kwargs)
-        call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, options)
+        dataset_keyword, recorded = _prepare(kwargs)
+        call = ChatCall.start(tracers, api, instance, recorded, dataset_keyword, options)
         if call is None:
             return wrapped(*args, **kwargs)
         return _call_sync(call, wrapped, args, kwargs)
@@ -163,8 +190,8 @@ def async_traced(tracers: Tracers, api: Api, options: CaptureOptions) -> Wrapper
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        dataset_keyword = _prepare(kwargs)
-        call = ChatCall.start(tracers, api, instance, kwargs, dataset_keyword, options)
+        dataset_keyword, recorded = _prepare(kwargs)
+        call = ChatCall.start(tracers, api, instance, recorded, dataset_keyword, options)
         if call is None:
             return await wrapped(*args, **kwargs)
         return await _call_async(call, wrapped, args, kwargs)
