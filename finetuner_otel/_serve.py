@@ -3,181 +3,123 @@
 Many hosts export with the standard OTLP exporter (usually through an OpenTelemetry Collector)
 to one receiver, which hands the spans to the same DuckDB exporter ``instrument()`` uses: a span
 is durable in the spool before the request is answered 200. ``POST /v1/traces`` takes
-``application/x-protobuf`` or ``application/json`` (OTLP/JSON: hex ids), optionally gzip-encoded;
-a request over ``max_body`` bytes (after decompression too) is refused with 413, a payload that
-does not parse with 400 and a message, a missing or wrong bearer token (when one is set) with 401.
-Needs ``opentelemetry-proto`` (``pip install 'finetuner-otel[serve]'``).
+``application/x-protobuf`` or ``application/json`` (OTLP/JSON: hex ids), optionally gzip-encoded.
+Needs the ``[serve]`` extra (``pip install 'finetuner-otel[serve]'``): Starlette on uvicorn.
+
+Built to face the network (each guard is a test in ``tests/test_serve_attacks.py``):
+
+- off the loopback a bearer token is required (``--token`` or ``FINETUNER_SERVE_TOKEN``); it is
+  checked with ``hmac.compare_digest`` before any byte of the body is read (401);
+- the body is read as it arrives and refused (413) the moment it passes ``max_body`` bytes, and
+  so is a gzip body whose inflated size passes it (inflated incrementally, never past the cap);
+- a request's headers must arrive within ``read_timeout`` seconds, every piece of its body within
+  ``read_timeout`` of the last and the whole body within ``6 * read_timeout`` (else 408 and the
+  connection is closed); connections are asyncio's, not a thread each, up to
+  ``limit_concurrency`` (then 503);
+- the bodies held in memory at once are bounded (``4 * max_body``, at least 64 MiB; past it new
+  requests get 503 and ``Retry-After``), and so are the decodes running at once (4, in threads,
+  off the event loop);
+- decoding is bounded in depth and in output (see ``finetuner_otel._otlp``): a payload that does
+  not parse is a 400 with a message, one that decodes too large a 413.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import hmac
 import json
 import logging
-import threading
 import zlib
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
-from opentelemetry.trace.status import Status, StatusCode
-
+from . import _otlp
 from ._errors import ConfigurationError
+from ._http import UvicornServer, is_loopback, listen, url_host
+from ._otlp import BadPayload, DecodedTooLarge, parse_request, spans_of
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 logger = logging.getLogger("finetuner_otel.serve")
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
-_ID_KEYS = ("traceId", "spanId", "parentSpanId")
-_KINDS = {
-    1: SpanKind.INTERNAL,
-    2: SpanKind.SERVER,
-    3: SpanKind.CLIENT,
-    4: SpanKind.PRODUCER,
-    5: SpanKind.CONSUMER,
-}
-_STATUS = {0: StatusCode.UNSET, 1: StatusCode.OK, 2: StatusCode.ERROR}
-
-
-class BadPayload(ValueError):
-    """The request body is not an OTLP trace export."""
-
-
-def _proto() -> Any:
-    try:
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-    except ImportError:
-        raise ConfigurationError(
-            "finetuner serve needs opentelemetry-proto: pip install 'finetuner-otel[serve]'"
-        ) from None
-    return trace_service_pb2
-
-
-def _hex_ids_to_base64(value: Any) -> Any:
-    """OTLP/JSON writes ids as hex; protobuf's JSON mapping reads bytes as base64."""
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if key in _ID_KEYS and isinstance(item, str):
-                try:
-                    item = base64.b64encode(bytes.fromhex(item)).decode()
-                except ValueError:
-                    raise BadPayload(f"{key} {item!r} is not hex") from None
-            out[key] = _hex_ids_to_base64(item)
-        return out
-    if isinstance(value, list):
-        return [_hex_ids_to_base64(v) for v in value]
-    return value
-
-
-def parse_request(body: bytes, content_type: str) -> Any:
-    """An ExportTraceServiceRequest from a protobuf or OTLP/JSON body."""
-    pb = _proto()
-    request = pb.ExportTraceServiceRequest()
-    kind = content_type.split(";", 1)[0].strip().lower()
-    try:
-        if kind == "application/json":
-            from google.protobuf import json_format
-
-            json_format.ParseDict(_hex_ids_to_base64(json.loads(body)), request)
-        elif kind in ("application/x-protobuf", "application/protobuf", ""):
-            request.ParseFromString(body)
-        else:
-            raise BadPayload(
-                f"unsupported content-type {content_type!r}; send application/x-protobuf or "
-                f"application/json"
-            )
-    except BadPayload:
-        raise
-    except Exception as exc:
-        raise BadPayload(f"not an OTLP trace export: {type(exc).__name__}: {exc}") from None
-    return request
-
-
-def _value(any_value: Any) -> Any:
-    kind = any_value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        items = [_value(v) for v in any_value.array_value.values]
-        return tuple(i for i in items if isinstance(i, str | bool | int | float))
-    if kind == "kvlist_value":
-        return json.dumps({kv.key: _value(kv.value) for kv in any_value.kvlist_value.values})
-    if kind == "bytes_value":
-        return base64.b64encode(any_value.bytes_value).decode()
-    return getattr(any_value, kind)
-
-
-def _attributes(key_values: Any) -> dict[str, Any]:
-    out = {}
-    for kv in key_values:
-        value = _value(kv.value)
-        if value is not None:
-            out[kv.key] = value
-    return out
-
-
-def spans_of(request: Any) -> Iterator[ReadableSpan]:
-    """The request's spans as SDK ReadableSpans, resource and scope included."""
-    for resource_spans in request.resource_spans:
-        resource = Resource(_attributes(resource_spans.resource.attributes))
-        for scope_spans in resource_spans.scope_spans:
-            scope = InstrumentationScope(scope_spans.scope.name, scope_spans.scope.version or None)
-            for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8:
-                    raise BadPayload(f"span {span.name!r} has no valid trace or span id")
-                trace_id = int.from_bytes(span.trace_id, "big")
-                context = SpanContext(
-                    trace_id,
-                    int.from_bytes(span.span_id, "big"),
-                    is_remote=False,
-                    trace_flags=TraceFlags(TraceFlags.SAMPLED),
-                )
-                parent = (
-                    SpanContext(trace_id, int.from_bytes(span.parent_span_id, "big"), True)
-                    if len(span.parent_span_id) == 8
-                    else None
-                )
-                yield ReadableSpan(
-                    name=span.name,
-                    context=context,
-                    parent=parent,
-                    resource=resource,
-                    attributes=_attributes(span.attributes),
-                    kind=_KINDS.get(span.kind, SpanKind.INTERNAL),
-                    status=Status(
-                        _STATUS.get(span.status.code, StatusCode.UNSET),
-                        span.status.message or None,
-                    ),
-                    start_time=span.start_time_unix_nano,
-                    end_time=span.end_time_unix_nano or span.start_time_unix_nano,
-                    instrumentation_scope=scope,
-                )
-
-
-def _gunzip(body: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadPayload(f"the body is not gzip: {exc}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise _TooLarge
-    return data
+READ_TIMEOUT = 10.0
+# The decoded spans of one request, in characters, may come to this many times max_body (at
+# least MIN_DECODED): a span pays for its resource too, so small spans of a large resource count
+# many times over, as their rows would.
+DECODED_FACTOR = 4
+MIN_DECODED = 64 * 1024 * 1024
+MIN_BUFFERED = 64 * 1024 * 1024
+DECODE_THREADS = 4
+_USAGE = b"POST OTLP traces to /v1/traces"
 
 
 class _TooLarge(Exception):
     pass
 
 
+class _TooSlow(Exception):
+    pass
+
+
+class _Busy(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class _Body:
+    """The body as it arrives: at most ``limit`` bytes, inflated on the way when gzipped."""
+
+    def __init__(self, limit: int, gzipped: bool) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.wire = 0
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+
+    def add(self, chunk: bytes) -> int:
+        """Take one chunk; the bytes it added to memory. Raises _TooLarge past the limit."""
+        if self._inflater is None:
+            return self._keep(chunk)
+        self.wire += len(chunk)  # empty deflate blocks inflate to nothing: cap the input too
+        if self.wire > self.limit:
+            raise _TooLarge
+        added = 0
+        while chunk:
+            try:
+                out = self._inflater.decompress(chunk, self.limit - self.size + 1)
+            except zlib.error as exc:
+                raise BadPayload(f"the body is not gzip: {exc}") from None
+            added += self._keep(out)
+            chunk = self._inflater.unconsumed_tail
+            if self._inflater.eof and self._inflater.unused_data:  # another gzip member
+                chunk = self._inflater.unused_data
+                self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return added
+
+    def _keep(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise _TooLarge
+        if data:
+            self.parts.append(data)
+        return len(data)
+
+    def bytes(self) -> bytes:
+        if self._inflater is not None and not self._inflater.eof:
+            raise BadPayload("the gzip body ends before its end (truncated)")
+        return b"".join(self.parts)
+
+
 class OTLPReceiver:
-    """The receiver: ``start()`` in a thread, or ``serve_forever()``; ``stop()`` flushes."""
+    """The receiver: ``start()`` in a thread, or ``serve_forever()``; ``stop()`` flushes.
+
+    The socket is bound when it is made (port 0: a free one; ``url`` says which). ``token`` is
+    required unless ``host`` is a loopback address."""
 
     def __init__(
         self,
@@ -188,44 +130,59 @@ class OTLPReceiver:
         token: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         spool_dir: str | Path | None = None,
+        read_timeout: float = READ_TIMEOUT,
+        limit_concurrency: int = 1024,
     ) -> None:
+        _check_options(host, token, max_body, read_timeout)
+        _otlp.check_available()  # fail now, not on the first request
+        app = _app(self)
         from .exporters import DuckDBSpanExporter
 
-        _proto()  # fail now, not on the first request
-        self.exporter = DuckDBSpanExporter(db, spool_dir=spool_dir)
         self.token = token
         self.max_body = max_body
+        self.read_timeout = read_timeout
+        self.decoded_budget = max(DECODED_FACTOR * max_body, MIN_DECODED)
+        self.buffered_limit = max(4 * max_body, MIN_BUFFERED)
         self.accepted = 0
         self.refused = 0
-        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._buffered = 0  # body bytes held by requests now, all together (event loop only)
+        self._limiter: Any = None
+        self._host = host
+        self._expected = f"Bearer {token}".encode() if token is not None else b""
+        listener = listen(host, port, what="finetuner serve")
+        try:
+            self.exporter = DuckDBSpanExporter(db, spool_dir=spool_dir)
+        except BaseException:
+            listener.close()
+            raise
+        self._server = UvicornServer(
+            app,
+            listener,
+            "finetuner-serve",
+            header_timeout=read_timeout,
+            limit_concurrency=limit_concurrency,
+        )
+        self._stopped = False
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1/traces"
+        return f"http://{url_host(self._host)}:{self._server.port}/v1/traces"
 
     def start(self) -> OTLPReceiver:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="finetuner-serve", daemon=True
-        )
-        self._thread.start()
+        self._server.start()
         return self
 
     def serve_forever(self) -> None:
         try:
-            self._httpd.serve_forever()
+            self._server.serve_forever()
         finally:
             self.stop()
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
-        self.exporter.shutdown()
+        self._server.stop()
+        if not self._stopped:
+            self._stopped = True
+            self.exporter.shutdown()
 
     def __enter__(self) -> OTLPReceiver:
         return self.start()
@@ -233,88 +190,172 @@ class OTLPReceiver:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
-        """(status, content type, body) for one POST /v1/traces."""
-        json_reply = headers.get("content-type", "").startswith("application/json")
+    def authorised(self, authorization: bytes) -> bool:
+        """Whether an ``authorization`` header value carries the token (always, with none)."""
+        if self.token is None:
+            return True
+        return hmac.compare_digest(authorization, self._expected)
 
-        def error(status: int, message: str) -> tuple[int, str, bytes]:
-            self.refused += 1
-            payload = json.dumps({"code": status, "message": message}).encode()
-            return status, "application/json", payload
+    def refusal(self, status: int, message: str, *, close: bool = False) -> Response:
+        """A JSON error response (``{"code", "message"}``), counted in ``refused``. ``close``:
+        the body was not read, so the connection is closed rather than drained."""
+        from starlette.responses import Response as Reply
 
-        if self.token is not None:
-            given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                return error(401, "missing or wrong bearer token")
-        try:
-            if headers.get("content-encoding", "").lower() == "gzip":
-                body = _gunzip(body, self.max_body)
-            request = parse_request(body, headers.get("content-type", "application/x-protobuf"))
-            spans = list(spans_of(request))
-        except _TooLarge:
-            return error(413, f"the request is over {self.max_body} bytes uncompressed")
-        except BadPayload as exc:
-            return error(400, str(exc))
+        self.refused += 1
+        headers = {"connection": "close"} if close else {}
+        if status == 503:
+            headers["retry-after"] = "1"
+        body = json.dumps({"code": status, "message": message}).encode()
+        return Reply(body, status, headers=headers, media_type="application/json")
+
+    def export(self, body: bytes, content_type: str) -> tuple[int, str]:
+        """Decode one request body and export its spans: (200, number of spans), or (an error
+        status, its message). Runs in a thread, off the event loop."""
         from opentelemetry.sdk.trace.export import SpanExportResult
 
+        try:
+            spans = spans_of(parse_request(body, content_type), self.decoded_budget)
+        except DecodedTooLarge as exc:
+            return 413, str(exc)
+        except BadPayload as exc:
+            return 400, str(exc)
+        del body
         if spans and self.exporter.export(spans) is not SpanExportResult.SUCCESS:
-            return error(503, "the spool could not be written; retry")
-        self.accepted += len(spans)
-        if json_reply:
-            return 200, "application/json", b"{}"
-        return (
-            200,
-            "application/x-protobuf",
-            _proto().ExportTraceServiceResponse().SerializeToString(),
+            return 503, "the spool could not be written; retry"
+        return 200, str(len(spans))
+
+
+def _check_options(host: str, token: str | None, max_body: int, read_timeout: float) -> None:
+    if token is not None and not token:
+        raise ConfigurationError(
+            "finetuner serve: the token is empty; pass a long random one (--token or "
+            "FINETUNER_SERVE_TOKEN), or none on a loopback host"
         )
+    if token is None and not is_loopback(host):
+        raise ConfigurationError(
+            f"finetuner serve on {host} (not a loopback address) needs a bearer token, or anyone "
+            f"who can reach it writes your store: pass --token or set FINETUNER_SERVE_TOKEN "
+            f"(OTLPReceiver(token=...)), or serve on 127.0.0.1 behind your own proxy"
+        )
+    if not isinstance(max_body, int) or max_body <= 0:
+        raise ConfigurationError(f"max_body must be a positive number of bytes, got {max_body!r}")
+    if not read_timeout > 0:
+        raise ConfigurationError(f"read_timeout must be positive seconds, got {read_timeout!r}")
 
 
-def _handler(receiver: OTLPReceiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _missing(exc: ImportError) -> ConfigurationError:
+    return ConfigurationError(
+        f"finetuner serve needs its extra ({exc.name} is not installed): "
+        f"pip install 'finetuner-otel[serve]'"
+    )
 
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("%s " + format, self.client_address[0], *args)
 
-        def _reply(self, status: int, content_type: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("content-type", content_type)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def _app(receiver: OTLPReceiver) -> Any:
+    """The ASGI app: ``POST /v1/traces`` and nothing else."""
+    try:
+        import uvicorn  # noqa: F401  (checked here, used by the server)
+        from starlette.applications import Starlette
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+    except ImportError as exc:
+        raise _missing(exc) from exc
 
-        def do_POST(self) -> None:
-            try:
-                if self.path.split("?", 1)[0].rstrip("/") != "/v1/traces":
-                    self.close_connection = True
-                    self._reply(404, "text/plain", b"POST OTLP traces to /v1/traces")
-                    return
-                try:
-                    length = int(self.headers.get("content-length") or -1)
-                except ValueError:
-                    length = -1
-                if length < 0:
-                    self.close_connection = True
-                    self._reply(411, "text/plain", b"a content-length is required")
-                    return
-                if length > receiver.max_body:
-                    self.close_connection = True  # the body is not read: drop the connection
-                    self._reply(413, "text/plain", b"request too large")
-                    return
-                body = self.rfile.read(length)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                self._reply(*receiver.handle(headers, body))
-            except Exception:  # never crash the server on one request
-                logger.exception("finetuner serve: request failed")
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self._reply(500, "text/plain", b"internal error")
+    async def traces(request: Request) -> Response:
+        try:
+            return await _traces(receiver, request)
+        except Exception:  # never a traceback page; the reason goes to the log
+            logger.exception("finetuner serve: request failed")
+            return receiver.refusal(500, "internal error; see the receiver's log", close=True)
 
-        def do_GET(self) -> None:
-            self._reply(
-                405 if self.path.startswith("/v1/traces") else 404,
-                "text/plain",
-                b"POST OTLP traces to /v1/traces",
-            )
+    async def usage(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        return PlainTextResponse(_USAGE, 405 if status == 405 else 404)
 
-    return Handler
+    return Starlette(
+        routes=[
+            Route("/v1/traces", traces, methods=["POST"]),
+            Route("/v1/traces/", traces, methods=["POST"]),
+        ],
+        exception_handlers={404: usage, 405: usage},
+    )
+
+
+async def _traces(receiver: OTLPReceiver, request: Request) -> Response:
+    """One POST: headers checked first, then the body read under its limits, then decoded and
+    exported in a thread."""
+    import anyio
+    from starlette.responses import Response as Reply
+
+    headers = request.headers
+    refuse = receiver.refusal
+    # Before any byte of the body; an unread body is not drained: the connection is closed.
+    if not receiver.authorised(headers.get("authorization", "").encode("latin-1")):
+        return refuse(401, "missing or wrong bearer token", close=True)
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", "gzip"):
+        return refuse(
+            400, f"unsupported content-encoding {encoding!r}; send gzip or none", close=True
+        )
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > receiver.max_body:
+        return refuse(413, _too_large(receiver), close=True)
+    try:
+        body = await _read_body(receiver, request, gzipped=encoding == "gzip")
+    except _TooLarge:
+        return refuse(413, _too_large(receiver), close=True)
+    except _TooSlow:
+        return refuse(408, "the body came too slowly", close=True)
+    except _Busy:
+        return refuse(503, "too many requests in flight; retry", close=True)
+    except BadPayload as exc:
+        return refuse(400, str(exc), close=True)
+    except _Disconnected:
+        return Reply(status_code=400)  # nobody is there to read it
+    content_type = headers.get("content-type", "application/x-protobuf")
+    receiver._buffered += len(body)
+    try:
+        if receiver._limiter is None:
+            receiver._limiter = anyio.CapacityLimiter(DECODE_THREADS)
+        status, detail = await anyio.to_thread.run_sync(
+            receiver.export, body, content_type, limiter=receiver._limiter
+        )
+    finally:
+        receiver._buffered -= len(body)
+    if status != 200:
+        return refuse(status, detail)
+    receiver.accepted += int(detail)
+    if content_type.split(";", 1)[0].strip().lower() == "application/json":
+        return Reply(b"{}", 200, media_type="application/json")
+    return Reply(_otlp.empty_response(), 200, media_type="application/x-protobuf")
+
+
+def _too_large(receiver: OTLPReceiver) -> str:
+    return f"the request is over {receiver.max_body} bytes (uncompressed too)"
+
+
+async def _read_body(receiver: OTLPReceiver, request: Request, *, gzipped: bool) -> bytes:
+    """The body, read as it arrives under the size limit, the read timeouts and the bound on
+    what all requests hold in memory together."""
+    import anyio
+
+    body = _Body(receiver.max_body, gzipped)
+    idle = receiver.read_timeout
+    held = 0
+    try:
+        with anyio.fail_after(6 * idle):
+            while True:
+                with anyio.fail_after(idle):
+                    message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                added = body.add(message.get("body", b""))
+                held += added
+                receiver._buffered += added
+                if receiver._buffered > receiver.buffered_limit:
+                    raise _Busy
+                if not message.get("more_body", False):
+                    return body.bytes()
+    except TimeoutError:
+        raise _TooSlow from None
+    finally:
+        receiver._buffered -= held

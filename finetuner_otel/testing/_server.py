@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from .._http import StdlibServer, listen, url_host
 from ._finetuning import FineTuningAPI
 
 if TYPE_CHECKING:
@@ -123,8 +124,9 @@ class OpenAIServer:
         self.requests: list[RecordedRequest] = []
         self._queue: deque[AnyReply] = deque()
         self._lock = threading.Lock()
-        self._httpd = _QuietServer((host, port), _make_handler(self))
-        self._thread: threading.Thread | None = None
+        httpd = _QuietServer((host, port), _make_handler(self), bind_and_activate=False)
+        listener = listen(host, port, what="OpenAIServer", backlog=128)
+        self._server = StdlibServer(httpd, listener, "finetuner-openai-server")
         self._clients: list[openai.OpenAI] = []
         # The fine-tuning APIs: OpenAI's (files, fine_tuning/jobs) and Together's (files/upload,
         # fine-tunes); script their jobs and failures through these.
@@ -134,15 +136,10 @@ class OpenAIServer:
     @property
     def url(self) -> str:
         """The base URL to give the SDK, ending in ``/v1``."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        return f"http://{url_host(self._server.host)}:{self._server.port}/v1"
 
     def start(self) -> OpenAIServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, name="finetuner-openai-server", daemon=True
-            )
-            self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
@@ -150,11 +147,7 @@ class OpenAIServer:
         for client in self._clients:
             client.close()
         self._clients.clear()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._httpd.server_close()
+        self._server.stop()
 
     def __enter__(self) -> OpenAIServer:
         return self.start()
