@@ -13,6 +13,7 @@ from .._settings import check_dataset_name
 from ._apis import CHAT, RESPONSES, Api
 from ._call import ChatCall, Tracers, log_internal_error
 from ._options import CaptureOptions
+from ._raw import is_raw_response, wrap_raw_response
 from ._stream import AsyncStreamProxy, SyncStreamProxy
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
@@ -90,26 +91,9 @@ def _prepare(kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     return dataset_keyword, recorded
 
 
-def _raw_result(result: Any) -> Any:
-    """The parsed result inside a ``with_raw_response`` response, when reading it is free.
-
-    A non-streamed raw response already holds its body, and ``parse()`` caches what it returns,
-    so the user's own ``parse()`` later gets the very same object. A streamed body is the
-    user's to read: None.
-    """
-    parse = getattr(result, "parse", None)
-    http = getattr(result, "http_response", None)
-    if not callable(parse) or http is None:
-        return None
-    if "text/event-stream" in (http.headers.get("content-type") or ""):
-        return None
-    if not getattr(http, "is_closed", True):  # with_streaming_response: body not read yet
-        return None
-    return parse()
-
-
 def _respond(call: ChatCall, result: Any, proxy: type[SyncStreamProxy | AsyncStreamProxy]) -> Any:
-    """Record a successful result; streams come back wrapped, everything else untouched."""
+    """Record a successful result; streams and raw responses come back wrapped, everything else
+    untouched."""
     try:
         if call.api.is_result(result):
             call.complete(result)
@@ -118,10 +102,8 @@ def _respond(call: ChatCall, result: Any, proxy: type[SyncStreamProxy | AsyncStr
             hasattr(result, "__next__") or hasattr(result, "__anext__")
         ):
             return proxy(result, call)
-        parsed = _raw_result(result)
-        if parsed is not None and call.api.is_result(parsed):
-            call.complete(parsed)
-            return result
+        if is_raw_response(result):
+            return wrap_raw_response(result, call)
         call.end_without_response(f"unrecorded result type {type(result).__name__}")
     except Exception:
         log_internal_error("the result handling")
