@@ -16,10 +16,12 @@ INSTRUCTION = (
     "Think the problem through step by step first, inside <reasoning>...</reasoning>. Then give "
     "only the final answer inside <answer>...</answer>."
 )
-_FORMAT = re.compile(
-    r"^\s*<reasoning>(?P<reasoning>.*?)</reasoning>\s*<answer>(?P<answer>.*?)</answer>\s*$",
-    re.DOTALL,
+# The format, in syntax both Python's re and DuckDB's RE2 read alike: the store's cot_split()
+# macro (store/views.sql) is made from this same text.
+PATTERN = (
+    r"(?s)^\s*<reasoning>(?P<reasoning>.*?)</reasoning>\s*<answer>(?P<answer>.*?)</answer>\s*$"
 )
+_FORMAT = re.compile(PATTERN)
 
 
 def split_rationale(text: str) -> tuple[str | None, str]:

@@ -22,6 +22,24 @@ from .._errors import StoreError, StoreLockedError
 
 # Never reach for the network: json, parquet and icu are built into the Python package.
 _CONFIG = {"autoinstall_known_extensions": False}
+# The sandbox of store.sql(): a read-only connection that reaches nothing but the store. DuckDB
+# itself enforces it, whatever the statement (EXPLAIN ANALYZE COPY ... TO, IMPORT DATABASE,
+# ATTACH, read_text('/etc/passwd'), INSTALL/LOAD, SET, PRAGMA, CALL ...): no file but the store
+# and its WAL can be read or written, no other database attached, no extension installed or
+# loaded, no persistent secret, and no setting changed (lock_configuration, last). Queries do
+# not spill to a temp directory either: one beside the store would be a writable place (set
+# at connect, as external access turned off freezes it).
+_SANDBOX_CONFIG = {**_CONFIG, "temp_directory": ""}
+_SANDBOX = (
+    "SET enable_external_access = false",
+    "SET allow_community_extensions = false",
+    "SET allow_unsigned_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET autoinstall_known_extensions = false",
+    "SET allow_persistent_secrets = false",
+    "SET allow_extension_repositories = 'forbidden'",
+    "SET lock_configuration = true",
+)
 _locks: dict[str, threading.RLock] = {}
 _locks_guard = threading.Lock()
 
@@ -42,9 +60,12 @@ def _is_lock_conflict(exc: duckdb.Error) -> bool:
 
 @contextmanager
 def connect(
-    path: Path, *, read_only: bool, wait: float = 10.0
+    path: Path, *, read_only: bool, wait: float = 10.0, sandbox: bool = False
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection to ``path`` for the duration of the ``with`` block."""
+    """A connection to ``path`` for the duration of the ``with`` block; ``sandbox`` (read-only
+    only) makes it one that can reach nothing but the store, for SQL from anyone."""
+    if sandbox and not read_only:
+        raise ValueError("a sandboxed connection is read-only")
     if read_only and not path.exists():
         raise StoreError(
             f"no store at {path}: nothing has been captured there yet. Run your app with "
@@ -56,7 +77,7 @@ def connect(
     with lock:
         while True:
             try:
-                con = _open(path, read_only)
+                con = _open(path, read_only, sandbox)
                 break
             except duckdb.IOException as exc:
                 if not _is_lock_conflict(exc):
@@ -74,7 +95,16 @@ def connect(
             con.close()
 
 
-def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _open(path: Path, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+    if sandbox:
+        con = duckdb.connect(str(path), read_only=True, config=dict(_SANDBOX_CONFIG))
+        try:
+            for setting in _SANDBOX:
+                con.execute(setting)
+        except BaseException:
+            con.close()
+            raise
+        return con
     if read_only or path.exists():
         return duckdb.connect(str(path), read_only=read_only, config=dict(_CONFIG))
     path.parent.mkdir(parents=True, exist_ok=True)

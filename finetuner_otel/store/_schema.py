@@ -1,153 +1,35 @@
-"""The one place that knows the store's schema: ordered, named migrations and the ingest columns.
+"""The one place that knows the store's schema: tables, views and the ingest columns.
 
-Each migration runs in its own transaction together with the row that records it, so a store is
-always at exactly one known version. A store that records a migration this version does not know
-was written by a newer finetuner-otel and is refused rather than guessed at.
+Tables come from ordered, named migrations (``MIGRATIONS``), frozen once released: each store
+records the ones it ran. A store that records a migration this version does not know was written
+by a newer finetuner-otel, and one whose migrations are out of order was edited by hand; both
+are refused rather than guessed at, and left untouched.
+
+Views and macros are current code, in ``views.sql``: the whole file is applied with
+``CREATE OR REPLACE`` whenever its SHA-256 differs from the one the store records (table
+``finetuner_views``), so every store, however old, reads through today's views.
+
+``migrate()`` runs every pending migration, then the views if they changed, in ONE transaction
+together with the rows that record them: all of it applies, or none, and a store is always at
+exactly one known version.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from importlib import resources
+from typing import NamedTuple
+
 import duckdb
 
+from .._cot import PATTERN as COT_PATTERN
 from .._errors import SchemaError
 
 MIGRATIONS_TABLE = "finetuner_migrations"
-
-# The OpenAI chat fine-tuning format is derived from the recorded GenAI semantic-convention
-# content by these macros, in SQL, when it is read: the store keeps one copy of every message (half
-# the bytes to write at ingest), the derivation runs in DuckDB rather than in the user's process,
-# and a fix to it applies to every call already stored. Users can call them in their own SQL.
-# One chat message (not a tool message): content is a string for a single text part, a list of
-# parts otherwise, null for an assistant message with nothing, and left out beside tool calls;
-# a training weight (0 or 1 on assistant turns, e.g. from an import) is kept. Migration 0004
-# added the weight to stores made before it; new ones have it from 0001.
-_CHAT_MESSAGE_MACRO = r"""
-CREATE OR REPLACE MACRO openai_chat_message(m) AS CAST('{' || concat_ws(',',
-    '"role":' || coalesce(CAST(m->'role' AS VARCHAR), 'null'),
-    '"refusal":' || to_json(
-        [(p->>'content') FOR p IN openai_parts(m) IF (p->>'type') = 'refusal'][-1]),
-    '"content":' || CASE
-        WHEN len(openai_content(m)) = 1 AND (openai_content(m)[1]->>'type') = 'text'
-            THEN to_json((openai_content(m)[1]->>'text'))
-        WHEN len(openai_content(m)) > 0 THEN to_json(openai_content(m))
-        WHEN (m->>'role') = 'assistant'
-            THEN CASE WHEN len(openai_tool_calls(m)) > 0 THEN NULL ELSE 'null' END
-        ELSE '""' END,
-    '"tool_calls":' || CASE WHEN len(openai_tool_calls(m)) > 0
-                            THEN to_json(openai_tool_calls(m)) END,
-    '"name":' || CASE WHEN coalesce(m->>'name', '') <> '' THEN CAST(m->'name' AS VARCHAR) END,
-    '"weight":' || CASE WHEN json_type(json_extract(m, '$.weight')) IN ('UBIGINT', 'BIGINT')
-                        THEN CAST(json_extract(m, '$.weight') AS VARCHAR) END
-) || '}' AS JSON);
-"""
-
-_OPENAI_MACROS = (
-    r"""
-CREATE MACRO openai_text(v) AS
-    CASE WHEN json_type(v) = 'VARCHAR' THEN (v->>'$') ELSE CAST(v AS VARCHAR) END;
-
-CREATE MACRO openai_content_part(p) AS CASE
-    WHEN (p->>'type') = 'text' THEN json_object('type', 'text', 'text', coalesce(p->>'content', ''))
-    WHEN (p->>'type') IN ('uri', 'blob') AND (p->>'modality') = 'image' THEN json_object(
-        'type', 'image_url',
-        'image_url', json_merge_patch(
-            json_object('url', CASE WHEN (p->>'type') = 'uri' THEN (p->>'uri')
-                                    ELSE 'data:' || coalesce(p->>'mime_type', 'image/png')
-                                         || ';base64,' || coalesce(p->>'content', '') END),
-            json_object('detail', nullif(p->>'detail', ''))))
-    WHEN (p->>'type') = 'blob' AND (p->>'modality') = 'audio' THEN json_object(
-        'type', 'input_audio',
-        'input_audio', json_object(
-            'data', (p->'content'),
-            'format', string_split(coalesce(p->>'mime_type', 'audio/wav'), '/')[-1]))
-    WHEN (p->>'type') = 'file' THEN json_object(
-        'type', 'file',
-        'file', json_merge_patch('{}', json_object(
-            'file_id', (p->'file_id'), 'filename', (p->'filename'), 'file_data', (p->'file_data'))))
-    WHEN json_type(p->'openai') = 'OBJECT' THEN (p->'openai')
-END;
-
-CREATE MACRO openai_tool_call(p) AS CASE
-    WHEN (p->>'tool_type') = 'custom' THEN json_object(
-        'id', (p->'id'), 'type', 'custom',
-        'custom', json_object('name', (p->'name'), 'input', openai_text(p->'arguments')))
-    ELSE json_object(
-        'id', (p->'id'), 'type', 'function',
-        'function', json_object(
-            'name', (p->'name'),
-            'arguments', CASE WHEN coalesce(json_type(p->'arguments'), 'NULL') = 'NULL' THEN ''
-                              ELSE openai_text(p->'arguments') END))
-END;
-
-CREATE MACRO openai_tool_response(r) AS CASE
-    WHEN json_type(r) = 'VARCHAR' THEN r
-    WHEN json_type(r) = 'ARRAY' AND coalesce(list_bool_and(
-            [coalesce((p->>'type') = 'text', false)
-             FOR p IN CAST(json_extract(r, '$[*]') AS JSON[])]), true)
-        THEN to_json([json_object('type', 'text', 'text', coalesce(p->>'content', ''))
-                      FOR p IN CAST(json_extract(r, '$[*]') AS JSON[])])
-    ELSE to_json(openai_text(r))
-END;
-
-CREATE MACRO openai_parts(m) AS coalesce(CAST(json_extract(m, '$.parts[*]') AS JSON[]), []);
-
-CREATE MACRO openai_content(m) AS list_filter(
-    [openai_content_part(p) FOR p IN openai_parts(m)
-     IF coalesce(p->>'type', '') NOT IN ('tool_call', 'refusal', 'reasoning')],
-    lambda x: x IS NOT NULL);
-
-CREATE MACRO openai_tool_calls(m) AS
-    [openai_tool_call(p) FOR p IN openai_parts(m) IF (p->>'type') = 'tool_call'];
-
-"""
-    + _CHAT_MESSAGE_MACRO
-    + r"""
--- One semconv message as OpenAI messages: a tool message may carry several results.
-CREATE MACRO openai_message(m) AS CASE
-    WHEN (m->>'role') = 'tool' THEN
-        [json_object('role', 'tool', 'tool_call_id', (p->'id'),
-                     'content', openai_tool_response(p->'response'))
-         FOR p IN openai_parts(m) IF (p->>'type') = 'tool_call_response']
-    ELSE [openai_chat_message(m)]
-END;
-
-CREATE MACRO openai_system_message(instructions) AS CASE
-    WHEN json_array_length(instructions) > 0 THEN json_object(
-        'role', 'system',
-        'content', array_to_string(
-            [coalesce(p->>'content', '')
-             FOR p IN CAST(json_extract(instructions, '$[*]') AS JSON[])
-             IF json_type(p) = 'OBJECT'],
-            chr(10) || chr(10)))
-END;
-
--- The request as OpenAI messages: system instructions first, then the history.
-CREATE MACRO openai_messages(input_messages, system_instructions) AS CASE
-    WHEN json_type(input_messages) = 'ARRAY' THEN to_json(list_concat(
-        list_filter([openai_system_message(system_instructions)], lambda x: x IS NOT NULL),
-        flatten([openai_message(m)
-                 FOR m IN CAST(json_extract(input_messages, '$[*]') AS JSON[])
-                 IF json_type(m) = 'OBJECT'])))
-END;
-
--- The training target: the first choice (with n > 1 every choice stays in output_messages).
-CREATE MACRO openai_completion(output_messages) AS CASE
-    WHEN json_type(output_messages->0) = 'OBJECT' THEN openai_message(json_merge_patch(
-        (output_messages->0),
-        json_object('role', coalesce(output_messages->0->>'role', 'assistant'))))[1]
-END;
-
-CREATE MACRO openai_tools(definitions) AS CASE
-    WHEN json_array_length(definitions) > 0 THEN to_json([
-        CASE WHEN (d->'name') IS NOT NULL
-             THEN json_object('type', coalesce(nullif(d->>'type', ''), 'function'),
-                              coalesce(nullif(d->>'type', ''), 'function'),
-                              json_merge_patch(d, '{"type": null}'))
-             ELSE d END
-        FOR d IN CAST(json_extract(definitions, '$[*]') AS JSON[]) IF json_type(d) = 'OBJECT'])
-END;
-"""
-)
+VIEWS_TABLE = "finetuner_views"
+# Where views.sql takes the chain-of-thought pattern (one text for Python and SQL).
+_COT_MARKER = "@COT_PATTERN@"
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -190,34 +72,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             attributes JSON,                 -- every other span attribute
             ingested_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
         );
-        """
-        + _OPENAI_MACROS
-        + """
-        -- Every call, with the same content in OpenAI's chat fine-tuning format: an example is
-        -- {"messages": messages + [completion], "tools": tools}.
-        CREATE VIEW calls AS
-            SELECT *,
-                   openai_messages(input_messages, system_instructions) AS messages,
-                   openai_completion(output_messages) AS completion,
-                   openai_tools(tool_definitions) AS tools
-            FROM recorded_calls;
-        CREATE VIEW examples AS
-            SELECT id, dataset, started_at, request_model, response_model,
-                   messages, completion, tools,
-                   CASE WHEN tools IS NULL
-                        THEN json_object('messages', json_insert(messages, '$[#]', completion))
-                        ELSE json_object('messages', json_insert(messages, '$[#]', completion),
-                                         'tools', tools)
-                   END AS example
-            FROM calls WHERE trainable;
-        CREATE VIEW datasets AS
-            SELECT dataset AS name,
-                   count(*) FILTER (WHERE trainable) AS examples,
-                   count(*) AS calls,
-                   count(*) FILTER (WHERE status = 'error') AS errors,
-                   min(started_at) AS first_call_at,
-                   max(started_at) AS last_call_at
-            FROM recorded_calls GROUP BY dataset;
         """,
     ),
     (
@@ -232,37 +86,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             note VARCHAR,
             created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
         );
-        CREATE VIEW call_feedback AS
-            SELECT call_id,
-                   arg_max(kind, created_at) FILTER (WHERE kind <> 'correct') AS verdict,
-                   arg_max(completion, created_at) FILTER (WHERE kind = 'correct')
-                       AS correction
-            FROM feedback GROUP BY call_id;
-        -- A call is a training example when it is trainable, or was corrected (and succeeded),
-        -- and was not rejected; a correction is its training target.
-        CREATE OR REPLACE VIEW examples AS
-            SELECT *,
-                   CASE WHEN tools IS NULL
-                        THEN json_object('messages', json_insert(messages, '$[#]', completion))
-                        ELSE json_object('messages', json_insert(messages, '$[#]', completion),
-                                         'tools', tools)
-                   END AS example
-            FROM (
-                SELECT c.id, c.dataset, c.started_at, c.request_model, c.response_model,
-                       c.messages, coalesce(f.correction, c.completion) AS completion, c.tools,
-                       f.verdict, f.correction IS NOT NULL AS corrected
-                FROM calls c LEFT JOIN call_feedback f ON f.call_id = c.id
-                WHERE (c.trainable OR (f.correction IS NOT NULL AND c.status = 'ok'))
-                  AND f.verdict IS DISTINCT FROM 'reject'
-            );
-        CREATE OR REPLACE VIEW datasets AS
-            SELECT r.dataset AS name,
-                   (SELECT count(*) FROM examples e WHERE e.dataset = r.dataset) AS examples,
-                   count(*) AS calls,
-                   count(*) FILTER (WHERE r.status = 'error') AS errors,
-                   min(r.started_at) AS first_call_at,
-                   max(r.started_at) AS last_call_at
-            FROM recorded_calls r GROUP BY r.dataset;
         """,
     ),
     (
@@ -277,19 +100,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             note VARCHAR,
             created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
         );
-        -- One OpenAI preference fine-tuning (DPO) record per pair, in `example`.
-        CREATE VIEW preference_pairs AS
-            SELECT c.id AS call_id, c.dataset, c.started_at, p.created_at, p.note,
-                   c.messages, c.tools, p.preferred, p.non_preferred,
-                   json_object(
-                       'input', CASE WHEN c.tools IS NULL
-                                     THEN json_object('messages', c.messages)
-                                     ELSE json_object('messages', c.messages, 'tools', c.tools)
-                                END,
-                       'preferred_output', json_array(p.preferred),
-                       'non_preferred_output', json_array(p.non_preferred)
-                   ) AS example
-            FROM preferences p JOIN calls c ON c.id = p.call_id;
         """,
     ),
     (
@@ -310,22 +120,12 @@ MIGRATIONS: list[tuple[str, str]] = [
             call_id VARCHAR NOT NULL,        -- calls.id
             PRIMARY KEY (snapshot_id, position)
         );
-        """
-        + _CHAT_MESSAGE_MACRO,
+        """,
     ),
     (
         "0005_prompts",
         """
-        -- Calls whose messages were rendered from a Prompt say which prompt, version and values.
-        CREATE OR REPLACE VIEW calls AS
-            SELECT *,
-                   openai_messages(input_messages, system_instructions) AS messages,
-                   openai_completion(output_messages) AS completion,
-                   openai_tools(tool_definitions) AS tools,
-                   attributes->>'finetuner.prompt.name' AS prompt_name,
-                   attributes->>'finetuner.prompt.version' AS prompt_version,
-                   CAST(attributes->>'finetuner.prompt.variables' AS JSON) AS prompt_variables
-            FROM recorded_calls;
+        -- The calls view gained the prompt a call was rendered from (views.sql): no table.
         """,
     ),
     (
@@ -372,17 +172,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             provider_status VARCHAR NOT NULL,
             observed_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
         );
-        -- What trained on what: each job with the dataset and snapshots of its files.
-        CREATE VIEW finetune_lineage AS
-            SELECT j.provider, j.job_id, j.base_model, j.method, j.status, j.fine_tuned_model,
-                   t.dataset, t.snapshot_id AS training_snapshot, t.examples AS training_examples,
-                   v.snapshot_id AS validation_snapshot, v.examples AS validation_examples,
-                   j.hyperparameters, j.created_at, j.finished_at
-            FROM finetune_jobs j
-            LEFT JOIN finetune_uploads t
-                ON t.provider = j.provider AND t.file_id = j.training_file
-            LEFT JOIN finetune_uploads v
-                ON v.provider = j.provider AND v.file_id = j.validation_file;
         """,
     ),
     (
@@ -435,33 +224,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         "0008_sources_and_rationale",
         """
-        -- Where a call came from (captured | import | synthetic), and a chain-of-thought
-        -- completion's reasoning and final answer, apart.
-        CREATE OR REPLACE VIEW calls AS
-            SELECT *,
-                   CASE WHEN attributes->>'finetuner.source' IS NOT NULL
-                        THEN attributes->>'finetuner.source'
-                        WHEN scope_name = 'finetuner_otel.import' THEN 'import'
-                        ELSE 'captured' END AS source,
-                   nullif(trim(regexp_extract(completion->>'content',
-                       '^\\s*<reasoning>(.*?)</reasoning>\\s*<answer>(.*?)</answer>\\s*$', 1, 's'),
-                       ' ' || chr(9) || chr(10) || chr(13)), '') AS rationale,
-                   CASE WHEN regexp_matches(completion->>'content',
-                       '^\\s*<reasoning>(.*?)</reasoning>\\s*<answer>(.*?)</answer>\\s*$', 's')
-                        THEN trim(regexp_extract(completion->>'content',
-                            '^\\s*<reasoning>(.*?)</reasoning>\\s*<answer>(.*?)</answer>\\s*$',
-                            2, 's'), ' ' || chr(9) || chr(10) || chr(13))
-                        ELSE completion->>'content' END AS answer
-            FROM (
-                SELECT *,
-                       openai_messages(input_messages, system_instructions) AS messages,
-                       openai_completion(output_messages) AS completion,
-                       openai_tools(tool_definitions) AS tools,
-                       attributes->>'finetuner.prompt.name' AS prompt_name,
-                       attributes->>'finetuner.prompt.version' AS prompt_version,
-                       CAST(attributes->>'finetuner.prompt.variables' AS JSON) AS prompt_variables
-                FROM recorded_calls
-            );
+        -- The calls view gained source, rationale and answer (views.sql): no table.
         """,
     ),
 ]
@@ -503,11 +266,70 @@ INGEST_COLUMNS: dict[str, str] = {
 }
 
 
-def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [MIGRATIONS_TABLE]
+class SchemaStatus(NamedTuple):
+    """Where a store's schema stands: the migrations it ran and those this version knows, and
+    the SHA-256 of the views it has beside that of this version's views."""
+
+    applied: list[str]
+    known: list[str]
+    views_sha256: str | None
+    current_views_sha256: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.applied == self.known and self.views_sha256 == self.current_views_sha256
+
+
+@functools.cache
+def views_sql() -> str:
+    """views.sql as applied: the package's file with the chain-of-thought pattern put in."""
+    text = resources.files(__package__).joinpath("views.sql").read_text(encoding="utf-8")
+    if text.count(_COT_MARKER) != 1:
+        raise SchemaError(f"views.sql must hold {_COT_MARKER} once; reinstall finetuner-otel")
+    return text.replace(_COT_MARKER, "'" + COT_PATTERN.replace("'", "''") + "'")
+
+
+@functools.cache
+def views_sha256() -> str:
+    return hashlib.sha256(views_sql().encode()).hexdigest()
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
+        "AND table_catalog = current_database() AND table_schema = 'main'",
+        [name],
     ).fetchone()
-    if not exists or not exists[0]:
+    return bool(row and row[0])
+
+
+def applied_views(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The SHA-256 of the views.sql the store last applied (None before any)."""
+    if not _table_exists(con, VIEWS_TABLE):
+        return None
+    row = con.execute(f"SELECT sha256 FROM {VIEWS_TABLE}").fetchone()
+    return str(row[0]) if row else None
+
+
+def schema_status(con: duckdb.DuckDBPyConnection) -> SchemaStatus:
+    return SchemaStatus(
+        applied_migrations(con),
+        [name for name, _ in MIGRATIONS],
+        applied_views(con),
+        views_sha256(),
+    )
+
+
+def is_current(con: duckdb.DuckDBPyConnection, path: object) -> bool:
+    """Whether the store needs nothing from migrate(); SchemaError if it is from a newer
+    version (or edited by hand)."""
+    return check_version(applied_migrations(con), path) == 0 and (
+        applied_views(con) == views_sha256()
+    )
+
+
+def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    if not _table_exists(con, MIGRATIONS_TABLE):
         return []
     rows = con.execute(f"SELECT name FROM {MIGRATIONS_TABLE} ORDER BY name").fetchall()
     return [row[0] for row in rows]
@@ -531,8 +353,9 @@ def check_version(applied: list[str], path: object) -> int:
 
 
 def migrate(con: duckdb.DuckDBPyConnection, path: object) -> int:
-    """Bring the store up to date on a read-write connection, every pending migration in one
-    transaction (all of them apply, or none); returns how many ran."""
+    """Bring the store up to date on a read-write connection: every pending migration, then
+    views.sql if the store's views are not this version's, all in one transaction (all of it
+    applies, or none); returns how many migrations ran."""
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(
@@ -544,8 +367,20 @@ def migrate(con: duckdb.DuckDBPyConnection, path: object) -> int:
         for name, sql in MIGRATIONS[len(applied) :]:
             con.execute(sql)
             con.execute(f"INSERT INTO {MIGRATIONS_TABLE} (name) VALUES (?)", [name])
+        if applied_views(con) != views_sha256():
+            _apply_views(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return pending
+
+
+def _apply_views(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(views_sql())
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {VIEWS_TABLE} (sha256 VARCHAR NOT NULL, "
+        "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+    )
+    con.execute(f"DELETE FROM {VIEWS_TABLE}")
+    con.execute(f"INSERT INTO {VIEWS_TABLE} (sha256) VALUES (?)", [views_sha256()])

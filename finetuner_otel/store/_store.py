@@ -35,7 +35,7 @@ from ._dataset import (
     write_lines,
 )
 from ._import import IMPORT_SCOPE, file_trace_id, import_lines
-from ._schema import applied_migrations, check_version, migrate
+from ._schema import is_current, migrate
 from ._spool import ingest, pending_files, write_spool
 from ._validate import read_jsonl, validate_records
 
@@ -171,36 +171,35 @@ class Store:
             ) from exc
 
     def _query(self, sql: str, params: Sequence[Any] | None = None) -> SQLResult:
+        """Run one read on a sandboxed connection (see ``sql``), after bringing in the spool
+        and, for a store made by an earlier version, its schema."""
         self._refresh()
-        with connect(self.path, read_only=True, wait=self._wait) as con:
-            pending = check_version(applied_migrations(con), self.path)
-        if pending:
+        for attempt in range(2):
+            with connect(self.path, read_only=True, wait=self._wait, sandbox=True) as con:
+                if attempt or is_current(con, self.path):
+                    return _run(con, sql, params)
             self._upgrade()
-        with connect(self.path, read_only=True, wait=self._wait) as con:
-            try:
-                cursor = con.execute(sql, list(params) if params is not None else None)
-            except duckdb.InvalidInputException as exc:
-                if "read-only" in str(exc) or "read only" in str(exc):
-                    raise StoreError(
-                        f"store.sql() is read-only, and this statement would write: {exc}. "
-                        f"Record feedback through the Dataset API instead."
-                    ) from exc
-                raise StoreError(f"SQL error: {exc}") from exc
-            except duckdb.Error as exc:
-                raise StoreError(f"SQL error: {exc}") from exc
-            columns = [d[0] for d in cursor.description or ()]
-            return SQLResult(columns, cursor.fetchall())
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> SQLResult:
-        """Run read-only DuckDB SQL over the store (tables ``calls``, views ``examples`` and
-        ``datasets``). Use ``?`` placeholders with ``params`` for values."""
+        """Run one read-only DuckDB statement over the store (views ``calls``, ``examples``,
+        ``datasets``, ...). Use ``?`` placeholders with ``params`` for values.
+
+        The statement runs on a connection DuckDB itself confines to the store: it can read
+        no other file, write nothing, attach no database, load no extension and change no
+        setting, whatever the statement is, so it is safe to run SQL you did not write."""
         if not isinstance(query, str) or not query.strip():
             raise StoreError("store.sql() needs a SQL statement, e.g. 'SELECT * FROM datasets'")
         try:
-            kinds = {s.type.name for s in duckdb.extract_statements(query)}
+            statements = duckdb.extract_statements(query)
         except duckdb.Error as exc:
             raise StoreError(f"SQL error: {exc}") from exc
-        writes = sorted(kinds - _READ_STATEMENTS)
+        if len(statements) != 1:
+            raise StoreError(
+                f"store.sql() runs one statement, and this is {len(statements)}; "
+                f"send them one at a time"
+            )
+        writes = sorted({s.type.name for s in statements} - _READ_STATEMENTS)
         if writes:
             raise StoreError(
                 f"store.sql() is read-only, and this is a {' / '.join(writes)} statement. "
@@ -525,6 +524,26 @@ class Store:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+
+
+# What DuckDB says when the sandbox (or read-only mode) refuses a statement.
+_REFUSALS = ("disabled by configuration", "configuration has been locked", "read-only", "read only")
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None) -> SQLResult:
+    try:
+        cursor = con.execute(sql, list(params) if params is not None else None)
+        columns = [d[0] for d in cursor.description or ()]
+        return SQLResult(columns, cursor.fetchall())
+    except duckdb.Error as exc:
+        text = str(exc)
+        if isinstance(exc, duckdb.PermissionException) or any(r in text for r in _REFUSALS):
+            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            raise StoreError(
+                f"store.sql() is read-only and reaches nothing but the store; DuckDB refused "
+                f"this statement: {first}"
+            ) from exc
+        raise StoreError(f"SQL error: {exc}") from exc
 
 
 def _assistant_message(value: Any, method: str) -> dict[str, Any]:
