@@ -260,9 +260,10 @@ def test_with_streaming_response_is_untouched(capture, server: OpenAIServer) -> 
         body = json.loads(response.read())
     assert body["choices"][0]["message"]["content"] == "body read by the user"
     [row] = rows(capture)
-    # We never read a body that is the user's to read: the call is kept, not as an example.
-    assert row["status"] == "ok" and not row["trainable"]
+    # The body the user read is recorded from what the SDK read (issue 19): a whole example.
+    assert row["status"] == "ok" and row["trainable"]
     assert row["messages"] == [{"role": "user", "content": "q"}]
+    assert row["completion"] == {"role": "assistant", "content": "body read by the user"}
 
 
 @pytest.mark.parametrize(
