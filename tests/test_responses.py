@@ -355,7 +355,7 @@ def test_raw_response_wrappers_bound_before_instrument_are_recorded(
     assert [(r["dataset"], r["messages"][-1]["content"], r["trainable"]) for r in stored] == [
         ("early", "a", True),
         ("early", "b", True),
-        ("early", "c", False),  # a body that was the user's to read
+        ("early", "c", True),  # a body the user read: recorded as they read it
         ("early", "d", True),
     ]
     assert stored[0]["completion"]["content"] == "chat, raw"
