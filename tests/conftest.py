@@ -13,6 +13,25 @@ from finetuner_otel.testing import OpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Whole files left out of `make check` (pytest -m "not slow"), and why; `make test` runs them.
+# Marked here so that the files themselves stay as their owners wrote them (tests/README.md).
+SLOW_FILES = {
+    "test_processes.py": "whole processes: the launcher, concurrent writers, SIGKILL",
+    "test_finetune_local.py": "trains a tiny model with torch",
+    "test_ui.py": "headless Chromium, and paging over 100,000 calls",
+    "test_properties.py": "hypothesis: 60 generated cases, each called bare and instrumented",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of SLOW_FILES slow, and run tests/unit first (a broken function fails in
+    seconds, before any server starts)."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        if item.path.parent == tests and item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.path.parent != tests / "unit")  # stable: order kept
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
