@@ -23,15 +23,16 @@ PURPOSE_KEY = "finetuner.purpose"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def current_dataset() -> str | None:
-    """The dataset named by the innermost active ``dataset(...)`` scope, or None."""
-    value = baggage.get_baggage(BAGGAGE_KEY)
+def current_dataset(ctx: context.Context | None = None) -> str | None:
+    """The dataset named by the innermost active ``dataset(...)`` scope (of ``ctx``, by default
+    the current context), or None."""
+    value = baggage.get_baggage(BAGGAGE_KEY, ctx)
     return value if isinstance(value, str) else None
 
 
-def current_purpose() -> str | None:
+def current_purpose(ctx: context.Context | None = None) -> str | None:
     """Why the calls of this scope are made, when not for the app (``"eval"``), or None."""
-    value = baggage.get_baggage(PURPOSE_KEY)
+    value = baggage.get_baggage(PURPOSE_KEY, ctx)
     return value if isinstance(value, str) else None
 
 

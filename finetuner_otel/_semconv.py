@@ -48,3 +48,6 @@ PROMPT_VARIABLES = "finetuner.prompt.variables"  # JSON: the values it was rende
 OMITTED_MARKER = "finetuner.omitted"  # key of a content part whose content was left out
 
 OPERATION_CHAT = "chat"
+
+# The instrumentation scope of our own spans (the instrumentation package's module name).
+OUR_SCOPE = "finetuner_otel.instrumentation"

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from . import _semconv as sc
+from ._context import current_dataset, current_purpose
 from ._errors import ConfigurationError
 from ._redact import RedactSpec, make_redactor
 from ._settings import Settings
@@ -34,22 +35,72 @@ class GenAISpanProcessor(SpanProcessor):
 
     Added to an application's own TracerProvider it ignores every other span at the cost of one
     dict lookup, and after ``shutdown`` it goes quiet (providers cannot remove a processor).
+
+    Other instrumentations' GenAI spans (a framework's, the contrib OpenAI instrumentation's)
+    get the dataset and purpose our own spans would: the ``dataset(...)`` / ``purpose(...)``
+    scope they were started in, else ``default_dataset``. The scope is read when the span
+    starts (it is gone by the time it ends) and kept beside the span, not on it: the app's own
+    exporters see its spans unchanged; only the copy handed to the store carries our tags.
     """
 
-    def __init__(self, exporter: DuckDBSpanExporter) -> None:
+    # Spans started in a scope and not yet ended; a bound for spans that never end.
+    _MAX_PENDING = 32_768
+
+    def __init__(self, exporter: DuckDBSpanExporter, default_dataset: str = "default") -> None:
         self.exporter = exporter
+        self.default_dataset = default_dataset
         # A deeper queue than the SDK's 2048: a dataset must not shrink in a burst of calls.
         # Bounded all the same (a span with its content is a few KB).
         self._batch = BatchSpanProcessor(exporter, max_queue_size=16384)
         self._active = True
+        self._scoped: dict[int, tuple[str | None, str | None]] = {}
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
+        if not self._active:
+            return
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == sc.OUR_SCOPE:
+            return  # ours carry their dataset already
+        dataset, why = current_dataset(parent_context), current_purpose(parent_context)
+        if dataset is None and why is None:
+            return
+        scoped = self._scoped
+        if len(scoped) >= self._MAX_PENDING:
+            del scoped[next(iter(scoped))]
+        scoped[span.context.span_id] = (dataset, why)
 
     def on_end(self, span: ReadableSpan) -> None:
+        scoped = self._scoped.pop(span.context.span_id, None) if self._scoped else None
         attrs = span.attributes
-        if self._active and attrs and sc.OPERATION_NAME in attrs:
-            self._batch.on_end(span)
+        if not (self._active and attrs and sc.OPERATION_NAME in attrs):
+            return
+        scope = span.instrumentation_scope
+        if (scope is None or scope.name != sc.OUR_SCOPE) and sc.DATASET not in attrs:
+            span = self._tagged(span, scoped)
+        self._batch.on_end(span)
+
+    def _tagged(
+        self, span: ReadableSpan, scoped: tuple[str | None, str | None] | None
+    ) -> ReadableSpan:
+        """A copy of another instrumentation's span with our dataset (and purpose) added."""
+        dataset, why = scoped if scoped is not None else (None, None)
+        extra: dict[str, Any] = {sc.DATASET: dataset or self.default_dataset}
+        if why is not None and sc.PURPOSE not in (span.attributes or {}):
+            extra[sc.PURPOSE] = why
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes={**(span.attributes or {}), **extra},
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         if not self._active:
@@ -151,7 +202,8 @@ def instrument(
         redactor = make_redactor(redact)
         # The exporter redacts other instrumentations' spans with the same redactor.
         processor = GenAISpanProcessor(
-            DuckDBSpanExporter(settings.db_path, spool_dir=settings.spool_dir, redact=redactor)
+            DuckDBSpanExporter(settings.db_path, spool_dir=settings.spool_dir, redact=redactor),
+            default_dataset=settings.default_dataset,
         )
         provider.add_span_processor(processor)
         capture = None

@@ -107,3 +107,73 @@ def test_bad_environment_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FINETUNER_INGEST_INTERVAL", "soon")
     with pytest.raises(finetuner_otel.ConfigurationError, match="FINETUNER_INGEST_INTERVAL"):
         finetuner_otel.instrument(db)
+
+
+def _framework_call(tracer, model: str, text: str, **extra: object) -> None:
+    """A GenAI span as a framework's own tracing makes it (litellm's, pydantic-ai's, ...)."""
+    import json
+
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": model,
+        "gen_ai.input.messages": json.dumps(
+            [{"role": "user", "parts": [{"type": "text", "content": text}]}]
+        ),
+        "gen_ai.output.messages": json.dumps(
+            [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": "ok"}],
+                    "finish_reason": "stop",
+                }
+            ]
+        ),
+        **extra,
+    }
+    with tracer.start_as_current_span(f"chat {model}", attributes=attributes):
+        pass
+
+
+def test_other_instrumentations_spans_get_the_dataset_as_ours_do(
+    monkeypatch: pytest.MonkeyPatch, db
+) -> None:
+    """Issue 19: a span of another instrumentation lands in the dataset() scope it started in,
+    else FINETUNER_DATASET; one that names its own finetuner.dataset keeps it. The app's own
+    exporters see the spans as they were made, without our tags."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from finetuner_otel._context import purpose
+
+    monkeypatch.setenv("FINETUNER_DATASET", "from_env")
+    apps_own = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(apps_own))
+    tracer = provider.get_tracer("some.framework")
+    with finetuner_otel.instrument(db, tracer_provider=provider) as handle:
+        _framework_call(tracer, "m", "unscoped")
+        with finetuner_otel.dataset("scoped"):
+            _framework_call(tracer, "m", "scoped")
+            worker = threading.Thread(
+                target=contextvars.copy_context().run, args=(_framework_call, tracer, "m", "thread")
+            )
+            worker.start()
+            worker.join()
+            _framework_call(tracer, "m", "named", **{"finetuner.dataset": "its_own"})
+        with purpose("eval"):
+            _framework_call(tracer, "m", "an eval call")
+        stored = {r["messages"][0]["content"]: r for r in rows(handle)}
+    assert {text: row["dataset"] for text, row in stored.items()} == {
+        "unscoped": "from_env",
+        "scoped": "scoped",
+        "thread": "scoped",
+        "named": "its_own",
+        "an eval call": "from_env",
+    }
+    evaluated = stored["an eval call"]
+    assert evaluated["attributes"]["finetuner.purpose"] == "eval" and not evaluated["trainable"]
+    for span in apps_own.get_finished_spans():
+        assert "finetuner.purpose" not in (span.attributes or {})
+        if span.attributes.get("gen_ai.input.messages", "").find("named") < 0:
+            assert "finetuner.dataset" not in (span.attributes or {})
