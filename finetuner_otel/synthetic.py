@@ -22,7 +22,6 @@ import concurrent.futures
 import difflib
 import json
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +31,6 @@ from ._errors import ConfigurationError
 from ._json import dumps
 from ._messages import last_user_message, message_text
 from .store import Dataset, Example, Store
-from .store._import import example_lines
-from .store._spool import write_spool
 
 if TYPE_CHECKING:
     import openai
@@ -91,18 +88,13 @@ def _record(
     model: str,
 ) -> Dataset:
     """Store the answered conversations as calls of ``dataset``; the new examples."""
-    trace_id = int(secrets.token_hex(16), 16) or 1
-    lines = example_lines(
+    return store.add_examples(
         [{"messages": c} for c in conversations],
         dataset=dataset,
-        trace_id=trace_id,
         scope=SCOPE,
         model=model,
         attributes=attributes,
     )
-    write_spool(store.spool_dir, lines)
-    store.ingest()
-    return store.get_dataset(dataset, where="trace_id = ?", params=[format(trace_id, "032x")])
 
 
 def _answer_all(
@@ -140,7 +132,7 @@ def generate(
         raise ConfigurationError(f"generate() makes n >= 1 examples, got {n!r}")
     if not 0 < similarity <= 1:
         raise ConfigurationError(f"similarity is in (0, 1], got {similarity!r}")
-    target_store = store or dataset.store
+    target_store = store or (dataset.store if isinstance(dataset.store, Store) else None)
     if target_store is None:
         raise ConfigurationError("generate() stores what it makes: pass store= for this dataset")
     sample = list(dataset.sample(seeds, seed=seed))

@@ -1,10 +1,13 @@
 """The DuckDB store of captured calls: ``Store``, ``Dataset``, ``Example``, and validation."""
 
+from ._call import Call
 from ._dataset import Dataset, Example, Export
+from ._schema import SchemaStatus
 from ._store import DatasetSummary, ImportResult, Snapshot, SQLResult, Store
 from ._validate import Problem, Stats, ValidationReport, validate_jsonl
 
 __all__ = [
+    "Call",
     "Dataset",
     "DatasetSummary",
     "Example",
@@ -12,6 +15,7 @@ __all__ = [
     "ImportResult",
     "Problem",
     "SQLResult",
+    "SchemaStatus",
     "Snapshot",
     "Stats",
     "Store",

@@ -29,7 +29,7 @@ _CONFIG = {"autoinstall_known_extensions": False}
 # loaded, no persistent secret, and no setting changed (lock_configuration, last). Queries do
 # not spill to a temp directory either: one beside the store would be a writable place (set
 # at connect, as external access turned off freezes it).
-_SANDBOX_CONFIG = {**_CONFIG, "temp_directory": ""}
+_SANDBOX_CONFIG: dict[str, str | bool] = {**_CONFIG, "temp_directory": ""}
 _SANDBOX = (
     "SET enable_external_access = false",
     "SET allow_community_extensions = false",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._cot import answer_only
 from .._errors import ConfigurationError
@@ -22,8 +22,15 @@ from .._json import dumps
 from .._prompt import Prompt
 from ._validate import Stats, ValidationReport, validate_records
 
-if TYPE_CHECKING:
-    from ._store import Store
+
+class SnapshotLog(Protocol):
+    """Where a dataset's exports are recorded: the Store it was read from. Given the file's
+    SHA-256, the dataset, the format, the path and the ids of the calls in it, in order, it
+    records a snapshot and returns its id."""
+
+    def _record_snapshot(
+        self, sha256: str, dataset: str, kind: str, path: Path, call_ids: list[str]
+    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -179,7 +186,7 @@ class Dataset(Sequence[Example]):
         self,
         name: str,
         examples: Callable[[], list[Example]] | Sequence[Example],
-        store: Store | None = None,
+        store: SnapshotLog | None = None,
     ) -> None:
         self.name = name
         self.store = store

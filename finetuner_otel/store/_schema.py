@@ -267,17 +267,32 @@ INGEST_COLUMNS: dict[str, str] = {
 
 
 class SchemaStatus(NamedTuple):
-    """Where a store's schema stands: the migrations it ran and those this version knows, and
-    the SHA-256 of the views it has beside that of this version's views."""
+    """Where a store's schema stands (``store.schema_status()``): the migrations it ran and
+    those this version knows, and the SHA-256 of its views beside this version's."""
 
-    applied: list[str]
-    known: list[str]
-    views_sha256: str | None
+    applied: tuple[str, ...]
+    known: tuple[str, ...]
+    views_sha256: str | None  # None: views never applied by this mechanism (or no store)
     current_views_sha256: str
 
     @property
+    def unknown(self) -> tuple[str, ...]:
+        """Migrations a newer finetuner-otel ran: this version refuses the store."""
+        return tuple(name for name in self.applied if name not in self.known)
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Migrations the next write will run."""
+        return tuple(name for name in self.known if name not in self.applied)
+
+    @property
     def up_to_date(self) -> bool:
-        return self.applied == self.known and self.views_sha256 == self.current_views_sha256
+        """Nothing to migrate and the views are this version's: reads change nothing."""
+        return (
+            not self.pending
+            and not self.unknown
+            and (self.views_sha256 == self.current_views_sha256)
+        )
 
 
 @functools.cache
@@ -311,13 +326,12 @@ def applied_views(con: duckdb.DuckDBPyConnection) -> str | None:
     return str(row[0]) if row else None
 
 
-def schema_status(con: duckdb.DuckDBPyConnection) -> SchemaStatus:
-    return SchemaStatus(
-        applied_migrations(con),
-        [name for name, _ in MIGRATIONS],
-        applied_views(con),
-        views_sha256(),
-    )
+def schema_status(con: duckdb.DuckDBPyConnection | None) -> SchemaStatus:
+    """The status of the store on ``con`` (None: a store not made yet)."""
+    known = tuple(name for name, _ in MIGRATIONS)
+    if con is None:
+        return SchemaStatus((), known, None, views_sha256())
+    return SchemaStatus(tuple(applied_migrations(con)), known, applied_views(con), views_sha256())
 
 
 def is_current(con: duckdb.DuckDBPyConnection, path: object) -> bool:

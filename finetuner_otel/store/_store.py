@@ -6,6 +6,7 @@ import contextlib
 import difflib
 import json
 import os
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,8 @@ from .._errors import (
 )
 from .._json import dumps
 from .._prompt import Prompt
-from .._settings import Settings
+from .._settings import Settings, check_dataset_name
+from ._call import CALL_QUERY, Call, load_call
 from ._connection import connect
 from ._dataset import (
     EXAMPLE_COLUMNS,
@@ -34,8 +36,8 @@ from ._dataset import (
     publish,
     write_lines,
 )
-from ._import import IMPORT_SCOPE, file_trace_id, import_lines
-from ._schema import is_current, migrate
+from ._import import IMPORT_SCOPE, example_lines, file_trace_id, import_lines
+from ._schema import SchemaStatus, is_current, migrate, schema_status
 from ._spool import ingest, pending_files, write_spool
 from ._validate import read_jsonl, validate_records
 
@@ -153,6 +155,14 @@ class Store:
         """Spool files not yet ingested."""
         return len(pending_files(self.spool_dir))
 
+    def schema_status(self) -> SchemaStatus:
+        """Where the store's schema stands (applied and known migrations, the views' hash),
+        read as it is: nothing is ingested or migrated. A store not made yet has applied none."""
+        if not self.path.exists():
+            return schema_status(None)
+        with connect(self.path, read_only=True, wait=self._wait, sandbox=True) as con:
+            return schema_status(con)
+
     def _refresh(self) -> None:
         # Best effort: a store busy in another process is read as it is.
         if pending_files(self.spool_dir):
@@ -214,6 +224,21 @@ class Store:
             return []
         result = self._query("SELECT name, examples, calls, errors FROM datasets ORDER BY name")
         return [DatasetSummary(*row) for row in result]
+
+    def get_call(self, call_id: str) -> Call:
+        """The stored call with id ``call_id`` (``calls.id``), with its latest review;
+        CallNotFoundError if there is none."""
+        if not isinstance(call_id, str) or not call_id:
+            raise ConfigurationError(f"a call id is the text in calls.id, got {call_id!r}")
+        found = None
+        if self.path.exists() or pending_files(self.spool_dir):
+            found = self._query(CALL_QUERY, [call_id]).rows
+        if not found:
+            raise CallNotFoundError(
+                f"no call with id {call_id!r} in {self.path}; ids are in calls.id, e.g. "
+                f"store.sql(\"SELECT id FROM calls WHERE dataset = 'x'\") or finetuner calls list"
+            )
+        return load_call(found[0])
 
     def _dataset_names(self) -> list[str]:
         if not self.path.exists() and not pending_files(self.spool_dir):
@@ -373,8 +398,7 @@ class Store:
         message) is its training target; ``model`` is recorded as the requested model.
         Importing the same file into the same dataset again adds nothing.
         """
-        if not isinstance(dataset, str) or not dataset.strip():
-            raise ConfigurationError(f"dataset must be a non-empty name, got {dataset!r}")
+        check_dataset_name(dataset, source="dataset")
         source = Path(path)
         records = read_jsonl(source)
         report = validate_records(records, encoding=None)
@@ -406,6 +430,38 @@ class Store:
         write_spool(self.spool_dir, lines)
         self.ingest()
         return ImportResult(dataset, sha256, len(records), len(records))
+
+    def add_examples(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        dataset: str,
+        scope: str = IMPORT_SCOPE,
+        model: str | None = None,
+        attributes: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Dataset:
+        """Store OpenAI chat fine-tuning records (``{"messages": [...], "tools": [...]}``,
+        the last message the assistant's answer) as calls of ``dataset``; returns them as a
+        dataset, in order.
+
+        ``scope`` names what made them (the calls' ``scope_name``), ``model`` is recorded as
+        the requested model, and ``attributes`` (one mapping per record) are stored with each
+        call, e.g. ``{"finetuner.source": "synthetic"}`` (``calls.source``).
+        """
+        check_dataset_name(dataset, source="dataset")
+        _check_records(records, attributes)
+        trace_id = int(secrets.token_hex(16), 16) or 1
+        lines = example_lines(
+            records,
+            dataset=dataset,
+            trace_id=trace_id,
+            scope=scope,
+            model=model,
+            attributes=attributes,
+        )
+        write_spool(self.spool_dir, lines)
+        self.ingest()
+        return self.get_dataset(dataset, where="trace_id = ?", params=[format(trace_id, "032x")])
 
     def _examples(self, condition: str, values: list[Any], reviewed: str) -> list[Example]:
         result = self._query(
@@ -544,6 +600,34 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None)
                 f"this statement: {first}"
             ) from exc
         raise StoreError(f"SQL error: {exc}") from exc
+
+
+def _check_records(
+    records: Sequence[Mapping[str, Any]], attributes: Sequence[Mapping[str, Any]] | None
+) -> None:
+    """Each record has messages ending with the assistant's answer (its training target)."""
+    if isinstance(records, str | bytes) or not isinstance(records, Sequence) or not records:
+        raise ConfigurationError(
+            f"add_examples() takes a list of records such as {{'messages': [{{'role': 'user', "
+            f"'content': 'hi'}}, {{'role': 'assistant', 'content': 'hello'}}]}}, got {records!r}"
+        )
+    for index, record in enumerate(records):
+        messages = record.get("messages") if isinstance(record, Mapping) else None
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, Mapping) for m in messages)
+            or messages[-1].get("role") != "assistant"
+        ):
+            raise ConfigurationError(
+                f"record {index} needs 'messages': a list of chat messages whose last is the "
+                f"assistant's answer, got {record!r}"
+            )
+    if attributes is not None and len(attributes) != len(records):
+        raise ConfigurationError(
+            f"attributes has {len(attributes)} entries for {len(records)} records; give one "
+            f"mapping per record (or none)"
+        )
 
 
 def _assistant_message(value: Any, method: str) -> dict[str, Any]:
