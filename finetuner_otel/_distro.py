@@ -1,16 +1,23 @@
 """``opentelemetry-instrument`` support: a distro and configurator for zero-code capture.
 
-With finetuner-otel installed, ``opentelemetry-instrument python app.py`` captures every OpenAI
-call into the DuckDB store: the distro makes ``finetuner_duckdb`` the default traces exporter and
-turns the metrics and logs exporters off unless they are set (``OTEL_*_EXPORTER`` variables and
-``--*_exporter`` flags always win). Where another distro is installed as well, the launcher uses
-the first it finds; choose with ``OTEL_PYTHON_DISTRO=finetuner`` and
-``OTEL_PYTHON_CONFIGURATOR=finetuner``.
+Installing finetuner-otel never changes what the launcher does for an app that already has a
+distro (``opentelemetry-distro``, a vendor's): when another one is installed, ours hands every
+step to it, whichever of the two the launcher happens to load first, so its exporters (OTLP,
+say), metrics and logs stay exactly as they were. The store then joins with one setting::
+
+    OTEL_TRACES_EXPORTER=otlp,finetuner_duckdb opentelemetry-instrument python app.py
+
+Only where no other distro is installed are ours the defaults: ``finetuner_duckdb`` becomes the
+traces exporter, and the metrics and logs exporters are off unless they are set
+(``OTEL_*_EXPORTER`` variables and ``--*_exporter`` flags always win). ``OTEL_PYTHON_DISTRO`` and
+``OTEL_PYTHON_CONFIGURATOR`` choose one explicitly, as the launcher documents.
+``finetuner doctor`` says which distro the launcher will use and why (``launcher_plan``).
 """
 
 from __future__ import annotations
 
 import os
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from opentelemetry import trace
@@ -20,19 +27,84 @@ from opentelemetry.environment_variables import (
     OTEL_TRACES_EXPORTER,
 )
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.environment_variables import (
+    OTEL_PYTHON_CONFIGURATOR,
+    OTEL_PYTHON_DISTRO,
+)
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
+NAME = "finetuner"
+EXPORTER = "finetuner_duckdb"
+
+
+def _other(group: str, chosen_by: str) -> EntryPoint | None:
+    """The entry point of another package's distro (or configurator) the launcher would use
+    if ours were not installed: the one the setting names, else the first one found."""
+    chosen = os.environ.get(chosen_by)
+    if chosen == NAME:
+        return None
+    for entry_point in entry_points(group=group):
+        if entry_point.name != NAME and chosen in (None, entry_point.name):
+            return entry_point
+    return None
+
+
+def launcher_plan() -> dict[str, Any]:
+    """What ``opentelemetry-instrument`` will do in this environment, and why."""
+    other = _other("opentelemetry_distro", OTEL_PYTHON_DISTRO)
+    exporters = [e.strip() for e in os.environ.get(OTEL_TRACES_EXPORTER, "").split(",") if e]
+    if other is not None:
+        joined = EXPORTER in exporters
+        why = (
+            f"another distro ({other.name}: {other.value}) is installed, so its settings apply "
+            f"unchanged; the store "
+            + (
+                "is among OTEL_TRACES_EXPORTER"
+                if joined
+                else f"is not used: set OTEL_TRACES_EXPORTER=otlp,{EXPORTER} (its exporter "
+                f"and ours) to add it"
+            )
+        )
+        return {"distro": other.name, "store": joined, "why": why}
+    stored = not exporters or EXPORTER in exporters
+    why = (
+        f"no other distro is installed: finetuner's is used, and traces go to "
+        f"{', '.join(exporters) if exporters else EXPORTER + ' (the default)'}"
+    )
+    return {"distro": NAME, "store": stored, "why": why}
+
 
 class FinetunerConfigurator(_OTelSDKConfigurator):
-    """The SDK's own configurator: providers and exporters from the ``OTEL_*`` settings."""
+    """The SDK's own configurator (providers and exporters from the ``OTEL_*`` settings), or
+    another installed package's configurator, run in its place."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        other = _other("opentelemetry_configurator", OTEL_PYTHON_CONFIGURATOR)
+        if other is not None:
+            other.load()().configure(**kwargs)
+            return
+        super()._configure(**kwargs)  # type: ignore[no-untyped-call]
 
 
 class FinetunerDistro(BaseDistro):  # type: ignore[misc]
+    """Our defaults where no other distro is installed; otherwise that distro's, step by step."""
+
+    def _delegate(self) -> Any:
+        other = _other("opentelemetry_distro", OTEL_PYTHON_DISTRO)
+        if other is None:
+            return None
+        distro = other.load()()
+        return distro if isinstance(distro, BaseDistro) else None
+
     def _configure(self, **kwargs: Any) -> None:
-        os.environ.setdefault(OTEL_TRACES_EXPORTER, "finetuner_duckdb")
+        other = self._delegate()
+        if other is not None:
+            other.configure(**kwargs)
+            return
+        os.environ.setdefault(OTEL_TRACES_EXPORTER, EXPORTER)
         os.environ.setdefault(OTEL_METRICS_EXPORTER, "none")
         os.environ.setdefault(OTEL_LOGS_EXPORTER, "none")
 
@@ -41,6 +113,10 @@ class FinetunerDistro(BaseDistro):  # type: ignore[misc]
             capture = _capture_provider()
             if capture is not None:
                 kwargs["capture_tracer_provider"] = capture
+        other = self._delegate()
+        if other is not None:
+            other.load_instrumentor(entry_point, **kwargs)
+            return
         super().load_instrumentor(entry_point, **kwargs)
 
 
@@ -50,7 +126,7 @@ def _capture_provider() -> TracerProvider | None:
     the store. Only when the store is one of the configured traces exporters."""
     provider = trace.get_tracer_provider()
     exporters = [e.strip() for e in os.environ.get(OTEL_TRACES_EXPORTER, "").split(",")]
-    if not isinstance(provider, TracerProvider) or "finetuner_duckdb" not in exporters:
+    if not isinstance(provider, TracerProvider) or EXPORTER not in exporters:
         return None
     from .exporters import DuckDBSpanExporter
 
