@@ -7,6 +7,11 @@ direct one. What they share with ours is the trace, the model and the time: a ch
 another instrumentation that overlaps in time one of our calls to the same model in the same
 trace is the same call, recorded again, and the exporter skips it.
 
+A framework's own tracing (litellm's callback, the Agents SDK's, ...) may record the same call in
+a trace of its own. Then the response id says it: the API gives every response its own, so a span
+of another instrumentation with the response id of a call of ours is that call again, and two
+calls with the same prompt at the same moment, which have two ids, are never taken for one.
+
 Bounded: only the calls of the most recent traces are remembered. A span of another
 instrumentation is checked when it is exported, at most a span queue behind (``instrument()``'s
 processor queues 16,384 spans, the SDK's default 2,048): twice that many traces are kept (about
@@ -19,6 +24,7 @@ import threading
 from collections import OrderedDict
 
 _MAX_TRACES = 32768
+_MAX_RESPONSES = 32768
 
 
 class OurCall:
@@ -33,6 +39,8 @@ class OurCall:
 # A trace's one call (the usual case), or a list of its calls.
 _calls: OrderedDict[int, OurCall | list[OurCall]] = OrderedDict()
 _lock = threading.Lock()
+# The response ids of our recent calls (a dict as an ordered, bounded set).
+_responses: dict[str, None] = {}
 
 
 def note_our_call(trace_id: int, start: int, model: object) -> OurCall:
@@ -51,8 +59,21 @@ def note_our_call(trace_id: int, start: int, model: object) -> OurCall:
     return call
 
 
-def traced_by_us_too(trace_id: int, start: int, end: int, model: object) -> bool:
+def note_our_response(response_id: object) -> None:
+    """Remember the response id one of our calls recorded."""
+    if isinstance(response_id, str) and response_id:
+        with _lock:
+            _responses[response_id] = None
+            if len(_responses) > _MAX_RESPONSES:
+                del _responses[next(iter(_responses))]
+
+
+def traced_by_us_too(
+    trace_id: int, start: int, end: int, model: object, response_id: object = None
+) -> bool:
     """For a span of another instrumentation: does a call of ours record the same call?"""
+    if isinstance(response_id, str) and response_id in _responses:
+        return True
     known = _calls.get(trace_id)
     if known is None:
         return False

@@ -151,9 +151,8 @@ def _our_wrappers(function: Any) -> list[Any]:
 def test_spans_of_another_instrumentation_alone_become_examples(
     db: Path, server: OpenAIServer, other: Any
 ) -> None:
-    from finetuner_otel.exporters import DuckDBSpanExporter
-
     from finetuner_otel._setup import GenAISpanProcessor
+    from finetuner_otel.exporters import DuckDBSpanExporter
 
     provider = TracerProvider()
     processor = GenAISpanProcessor(DuckDBSpanExporter(db))
@@ -174,3 +173,69 @@ def test_spans_of_another_instrumentation_alone_become_examples(
     assert json.loads(row[0]) == QUESTION
     assert json.loads(row[1])["content"] == "their answer"
     assert row[2] is True
+
+
+def _framework_span(tracer: Any, response_id: str | None, text: str) -> None:
+    """A framework's own record of a call (litellm's callback, the Agents SDK's), made in a
+    trace of its own after the call returned, as those callbacks do."""
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "m",
+        "gen_ai.input.messages": json.dumps(
+            [{"role": "user", "parts": [{"type": "text", "content": text}]}]
+        ),
+        "gen_ai.output.messages": json.dumps(
+            [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": "same"}],
+                    "finish_reason": "stop",
+                }
+            ]
+        ),
+    }
+    if response_id is not None:
+        attributes["gen_ai.response.id"] = response_id
+    with tracer.start_as_current_span(
+        "litellm_request", context=otel_context.Context(), attributes=attributes
+    ):
+        pass
+
+
+def test_a_framework_span_of_the_same_call_in_another_trace_is_stored_once(
+    db: Path, server: OpenAIServer
+) -> None:
+    """Issue 19: one call, one row, whoever else traces it; but two calls with the same prompt
+    at the same moment are two rows, theirs or ours."""
+    import threading
+
+    provider, _ = _app_provider()
+    framework = provider.get_tracer("litellm")
+    with finetuner_otel.instrument(db, tracer_provider=provider) as handle:
+        client = server.client()
+        answers: list[Any] = []
+
+        def call() -> None:
+            answers.append(client.chat.completions.create(model="m", messages=QUESTION))
+
+        server.enqueue(Reply("same"), Reply("same"))
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for answer in answers:  # each call's own record by the framework, in a trace of its own
+            _framework_span(framework, answer.id, QUESTION[0]["content"])
+        # A framework-only call (not through the SDK we patch) twice, same prompt, same moment.
+        _framework_span(framework, None, "framework only")
+        _framework_span(framework, None, "framework only")
+        _framework_span(framework, "chatcmpl-not-ours", "framework only, with an id")
+        stored = rows(handle)
+    ours = [r for r in stored if r["scope_name"] == "finetuner_otel.instrumentation"]
+    theirs = [r for r in stored if r["scope_name"] == "litellm"]
+    assert len(ours) == 2 and len({r["response_id"] for r in ours}) == 2
+    assert sorted(r["messages"][0]["content"] for r in theirs) == [
+        "framework only",
+        "framework only",
+        "framework only, with an id",
+    ]

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import _semconv as sc
 from .._context import current_dataset, current_purpose
-from .._ownership import OurCall, note_our_call
+from .._ownership import OurCall, note_our_call, note_our_response
 from .._settings import check_dataset_name
 from ._options import CaptureOptions
 
@@ -124,10 +124,14 @@ class ChatCall:
             return None
 
     def _end(self) -> None:
-        self.span.end()
+        span = self.span
+        span.end()
         ours = self.ours
         if ours is not None:
-            ours.end = getattr(self.span, "end_time", None) or time.time_ns()
+            ours.end = getattr(span, "end_time", None) or time.time_ns()
+            attributes = getattr(span, "attributes", None)
+            if attributes:
+                note_our_response(attributes.get(sc.RESPONSE_ID))
 
     def activate(self) -> object:
         """Make the span current while the SDK sends the request (so HTTP spans nest under it)."""
