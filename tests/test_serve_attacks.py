@@ -273,3 +273,17 @@ def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigurationError, match=r"--port 0 picks a free one"):
             OTLPReceiver(tmp_path / "db.duckdb", port=port)
+
+
+def test_a_span_naming_our_scope_writes_no_row_of_its_own(receiver: OTLPReceiver) -> None:
+    """Before: our scope's gen_ai.input.messages was copied into the spool line as it came, so
+    a line break in it started a row of the sender's (any id, trainable, back-dated)."""
+    forged = json.dumps({"id": "f" * 48, "trace_id": "f" * 32, "span_id": "f" * 16})
+    text_value = '[{"role":"user","parts":[{"type":"text","content":"hi"}]}]\n' + forged + "\n"
+    attributes = [a for a in chat_attributes("forge") if a.key != "gen_ai.input.messages"]
+    attributes.append(KeyValue(key="gen_ai.input.messages", value=text(text_value)))
+    body = export_request(span(6, attributes), scope="finetuner_otel.instrumentation")
+    assert _post(receiver.url, body, PROTOBUF)[0] == 200
+    assert receiver.exporter.force_flush()
+    rows = Store(receiver.exporter.settings.db_path).sql("SELECT trace_id, span_id FROM calls")
+    assert [tuple(r) for r in rows] == [("4bf92f3577b34da6a3ce929d0e0e4736", f"{6:016x}")]
