@@ -268,6 +268,22 @@ class Store:
         over the ``calls`` view, with ``?`` placeholders filled from ``params``, e.g.
         ``where="input_tokens < ?", params=[1000]``.
         """
+        self._require_dataset(name)
+        condition, values = _selection(
+            name, since, until, model, prompt, prompt_version, where, params
+        )
+        if status is not None and status not in _STATUS:
+            raise ConfigurationError(
+                f"status is one of {', '.join(map(repr, _STATUS))}, got {status!r}"
+            )
+        reviewed = _STATUS[status] if status is not None else "true"
+
+        def load() -> list[Example]:
+            return self._examples(condition, values, reviewed)
+
+        return Dataset(name, load, self)
+
+    def _require_dataset(self, name: str) -> None:
         names = self._dataset_names()
         if name not in names:
             close = difflib.get_close_matches(str(name), names, n=3)
@@ -276,61 +292,6 @@ class Store:
             raise DatasetNotFoundError(
                 f"no dataset named {name!r} in {self.path} (datasets: {known}).{hint}"
             )
-        clauses = ["dataset = ?"]
-        values: list[Any] = [name]
-        for value, clause, label in (
-            (since, "started_at >= ?", "since"),
-            (until, "started_at < ?", "until"),
-        ):
-            if value is not None:
-                if not isinstance(value, datetime):
-                    raise ConfigurationError(
-                        f"{label} must be a datetime, got {value!r}; e.g. "
-                        f"datetime(2026, 11, 1, tzinfo=timezone.utc)"
-                    )
-                clauses.append(clause)
-                values.append(value)
-        if model is not None:
-            clauses.append("request_model = ?")
-            values.append(model)
-        if isinstance(prompt, Prompt):
-            if prompt_version is not None and prompt_version != prompt.version:
-                raise ConfigurationError(
-                    f"prompt {prompt!r} is version {prompt.version}, not {prompt_version!r}; "
-                    f"pass the prompt's name to choose another version"
-                )
-            prompt_version = prompt.version
-            prompt = prompt.name
-        for text, clause, label in (
-            (prompt, "prompt_name = ?", "prompt"),
-            (prompt_version, "prompt_version = ?", "prompt_version"),
-        ):
-            if text is not None:
-                if not isinstance(text, str):
-                    raise ConfigurationError(f"{label} must be text or a Prompt, got {text!r}")
-                clauses.append(clause)
-                values.append(text)
-        if status is not None and status not in _STATUS:
-            raise ConfigurationError(
-                f"status is one of {', '.join(map(repr, _STATUS))}, got {status!r}"
-            )
-        if where is not None:
-            if not isinstance(where, str) or not where.strip() or ";" in where:
-                raise ConfigurationError(
-                    f"where must be one SQL predicate over the calls view, got {where!r}; "
-                    f'e.g. where="input_tokens < ?", params=[1000]'
-                )
-            clauses.append(f"({where})")
-            values.extend(params or ())
-        elif params:
-            raise ConfigurationError("params were given without a where predicate to fill")
-        condition = " AND ".join(clauses)
-        reviewed = _STATUS[status] if status is not None else "true"
-
-        def load() -> list[Example]:
-            return self._examples(condition, values, reviewed)
-
-        return Dataset(name, load, self)
 
     # --- snapshots and imports ------------------------------------------------------------------
 
@@ -580,6 +541,64 @@ class Store:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+
+
+def _selection(
+    name: str,
+    since: datetime | None,
+    until: datetime | None,
+    model: str | None,
+    prompt: str | Prompt | None,
+    prompt_version: str | None,
+    where: str | None,
+    params: Sequence[Any] | None,
+) -> tuple[str, list[Any]]:
+    """get_dataset's narrowing as a predicate over the calls view, with its values."""
+    clauses = ["dataset = ?"]
+    values: list[Any] = [name]
+    for value, clause, label in (
+        (since, "started_at >= ?", "since"),
+        (until, "started_at < ?", "until"),
+    ):
+        if value is not None:
+            if not isinstance(value, datetime):
+                raise ConfigurationError(
+                    f"{label} must be a datetime, got {value!r}; e.g. "
+                    f"datetime(2026, 11, 1, tzinfo=timezone.utc)"
+                )
+            clauses.append(clause)
+            values.append(value)
+    if model is not None:
+        clauses.append("request_model = ?")
+        values.append(model)
+    if isinstance(prompt, Prompt):
+        if prompt_version is not None and prompt_version != prompt.version:
+            raise ConfigurationError(
+                f"prompt {prompt!r} is version {prompt.version}, not {prompt_version!r}; "
+                f"pass the prompt's name to choose another version"
+            )
+        prompt_version = prompt.version
+        prompt = prompt.name
+    for text, clause, label in (
+        (prompt, "prompt_name = ?", "prompt"),
+        (prompt_version, "prompt_version = ?", "prompt_version"),
+    ):
+        if text is not None:
+            if not isinstance(text, str):
+                raise ConfigurationError(f"{label} must be text or a Prompt, got {text!r}")
+            clauses.append(clause)
+            values.append(text)
+    if where is not None:
+        if not isinstance(where, str) or not where.strip() or ";" in where:
+            raise ConfigurationError(
+                f"where must be one SQL predicate over the calls view, got {where!r}; "
+                f'e.g. where="input_tokens < ?", params=[1000]'
+            )
+        clauses.append(f"({where})")
+        values.extend(params or ())
+    elif params:
+        raise ConfigurationError("params were given without a where predicate to fill")
+    return " AND ".join(clauses), values
 
 
 # What DuckDB says when the sandbox (or read-only mode) refuses a statement.
