@@ -19,7 +19,10 @@ rubric). Runs and per-example rows are stored: ``eval_runs``, ``eval_results``.
 """
 
 from ._builtin import BUILTIN, ExactMatch, JSONMatch, JudgeEval, ToolCallMatch
-from ._eval import Comparison, Eval, EvalResult, ExampleResult, Score, load_run
+from ._eval import Eval
+from ._records import load_run
+from ._results import ExampleResult, Score
+from ._run import Comparison, EvalResult
 
 __all__ = [
     "BUILTIN",

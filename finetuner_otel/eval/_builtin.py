@@ -12,7 +12,8 @@ from .._errors import ConfigurationError
 from .._json import dumps
 from .._messages import last_user_message
 from ..store import Example
-from ._eval import Eval, Score
+from ._eval import Eval
+from ._results import Score
 
 if TYPE_CHECKING:
     import openai

@@ -1,17 +1,16 @@
-"""``Eval``: score a model on held-out examples; ``EvalResult``: what it scored, and how sure."""
+"""``Eval``: score a model on held-out examples, calling it concurrently, with retries and a
+cache; the run it gives is an ``EvalResult``, stored with its rows."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import json
 import random
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -22,250 +21,16 @@ from .._cot import split_rationale
 from .._errors import ConfigurationError
 from .._json import dumps
 from .._messages import message_text
+from .._progress import Progress
 from ..store import Dataset, Example, Store
-from ._stats import mcnemar_exact, paired_interval, sign_flip_test, wilson
+from ._records import load_cache, save_run
+from ._results import ExampleResult, Score, as_score
+from ._run import EvalResult
 
 if TYPE_CHECKING:
     import openai
 
 EVAL_DATASET = "eval"  # the dataset eval calls are recorded under (never trained on)
-
-
-@dataclass(frozen=True)
-class Score:
-    """What ``compare`` says of one answer: a value in [0, 1] and, optionally, why."""
-
-    value: float
-    reason: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.value >= 0.5
-
-
-def as_score(value: Any) -> Score:
-    """``compare``'s answer as a Score: a bool, a number in [0, 1], a Score, or (value, reason)."""
-    if isinstance(value, Score):
-        score = value
-    elif isinstance(value, bool):
-        score = Score(1.0 if value else 0.0)
-    elif isinstance(value, int | float):
-        score = Score(float(value))
-    elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str | None):
-        return Score(as_score(value[0]).value, value[1])
-    else:
-        raise ConfigurationError(
-            f"compare() returns a bool, a number in [0, 1], a Score or (score, reason); "
-            f"got {value!r}"
-        )
-    if not 0.0 <= score.value <= 1.0:
-        raise ConfigurationError(f"compare() returned {score.value}, outside [0, 1]")
-    return score
-
-
-@dataclass(frozen=True)
-class ExampleResult:
-    """One example of a run: what was asked, the target, the answer and its score."""
-
-    position: int
-    example_id: str
-    messages: list[dict[str, Any]]
-    target: Any
-    prediction: Any
-    score: float | None  # None when the call or the comparison failed
-    reason: str | None = None
-    status: str = "ok"  # ok | error
-    error: str | None = None
-    cached: bool = False
-    latency_ms: float | None = None
-
-    @property
-    def passed(self) -> bool | None:
-        return None if self.score is None else self.score >= 0.5
-
-
-@dataclass
-class EvalResult:
-    """A finished eval run. ``accuracy`` is the mean score over the examples that were scored
-    (errors are counted apart, in ``errors``); ``ci95`` its Wilson interval."""
-
-    run_id: str
-    eval_name: str
-    model: str
-    dataset: str
-    params: dict[str, Any]
-    results: list[ExampleResult]
-    started_at: datetime
-    finished_at: datetime
-    calls: int = 0
-    retries: int = 0
-    store: Store | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def scored(self) -> list[ExampleResult]:
-        return [r for r in self.results if r.score is not None]
-
-    @property
-    def n(self) -> int:
-        return len(self.scored)
-
-    @property
-    def accuracy(self) -> float:
-        scored = self.scored
-        return sum(r.score or 0.0 for r in scored) / len(scored) if scored else 0.0
-
-    @property
-    def ci95(self) -> tuple[float, float]:
-        return wilson(sum(r.score or 0.0 for r in self.scored), self.n)
-
-    @property
-    def errors(self) -> int:
-        return sum(r.status == "error" for r in self.results)
-
-    @property
-    def failures(self) -> int:
-        """Scored examples that did not pass."""
-        return sum(r.passed is False for r in self.results)
-
-    @property
-    def cached(self) -> int:
-        return sum(r.cached for r in self.results)
-
-    def __float__(self) -> float:
-        return self.accuracy
-
-    def summary(self) -> str:
-        low, high = self.ci95
-        return (
-            f"{self.eval_name} on {self.model} ({self.dataset}): accuracy {self.accuracy:.1%} "
-            f"[95% CI {low:.1%}-{high:.1%}] over {self.n} examples; {self.failures} failed, "
-            f"{self.errors} errors; {self.calls} calls made, {self.cached} answers from the cache"
-        )
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    def compare_to(self, baseline: EvalResult) -> Comparison:
-        """This run against ``baseline``, paired on the examples both scored."""
-        return Comparison.of(baseline, self)
-
-    def report(self, path: str | Path, *baselines: EvalResult) -> Path:
-        """Write a self-contained HTML report of this run, compared with each of
-        ``baselines`` (e.g. the base model's run): accuracy and intervals as a chart, the
-        paired comparison and its disagreements, and every example with its diff."""
-        from ._report import write_report
-
-        return write_report(Path(path), [self, *baselines])
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A paired comparison of two runs on the same examples."""
-
-    baseline: EvalResult
-    candidate: EvalResult
-    pairs: list[tuple[ExampleResult, ExampleResult]]
-    test: str
-    p_value: float
-
-    @classmethod
-    def of(cls, baseline: EvalResult, candidate: EvalResult) -> Comparison:
-        theirs = {r.example_id: r for r in baseline.scored}
-        pairs = [(theirs[r.example_id], r) for r in candidate.scored if r.example_id in theirs]
-        if not pairs:
-            raise ConfigurationError(
-                "the two runs scored no example in common; compare runs of the same dataset"
-            )
-        binary = all(a.score in (0.0, 1.0) and b.score in (0.0, 1.0) for a, b in pairs)
-        if binary:
-            only_base = sum(a.score == 1.0 and b.score == 0.0 for a, b in pairs)
-            only_cand = sum(a.score == 0.0 and b.score == 1.0 for a, b in pairs)
-            return cls(
-                baseline, candidate, pairs, "exact McNemar", mcnemar_exact(only_base, only_cand)
-            )
-        differences = [(b.score or 0.0) - (a.score or 0.0) for a, b in pairs]
-        return cls(baseline, candidate, pairs, "paired permutation", sign_flip_test(differences))
-
-    @property
-    def n(self) -> int:
-        return len(self.pairs)
-
-    @property
-    def baseline_accuracy(self) -> float:
-        return sum(a.score or 0.0 for a, _ in self.pairs) / self.n
-
-    @property
-    def candidate_accuracy(self) -> float:
-        return sum(b.score or 0.0 for _, b in self.pairs) / self.n
-
-    @property
-    def difference(self) -> float:
-        return self.candidate_accuracy - self.baseline_accuracy
-
-    @property
-    def ci95(self) -> tuple[float, float]:
-        return paired_interval([(b.score or 0.0) - (a.score or 0.0) for a, b in self.pairs])
-
-    @property
-    def wins(self) -> int:
-        return sum((b.score or 0.0) > (a.score or 0.0) for a, b in self.pairs)
-
-    @property
-    def losses(self) -> int:
-        return sum((b.score or 0.0) < (a.score or 0.0) for a, b in self.pairs)
-
-    @property
-    def ties(self) -> int:
-        return self.n - self.wins - self.losses
-
-    @property
-    def disagreements(self) -> list[tuple[ExampleResult, ExampleResult]]:
-        return [(a, b) for a, b in self.pairs if a.passed != b.passed]
-
-    def summary(self) -> str:
-        low, high = self.ci95
-        verdict = "significant" if self.p_value < 0.05 else "not significant"
-        return (
-            f"{self.candidate.model} vs {self.baseline.model} on {self.n} paired examples: "
-            f"{self.candidate_accuracy:.1%} vs {self.baseline_accuracy:.1%} "
-            f"({self.difference:+.1%}, 95% CI {low:+.1%} to {high:+.1%}); "
-            f"{self.wins} better, {self.losses} worse, {self.ties} same; "
-            f"{self.test} p = {self.p_value:.3g} ({verdict} at 0.05)"
-        )
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-class _Bar:
-    """A one-line progress bar on a terminal; a line per tenth otherwise; or nothing."""
-
-    def __init__(self, total: int, label: str, out: TextIO | None) -> None:
-        self.total, self.label, self.out = total, label, out
-        self.tty = bool(out is not None and getattr(out, "isatty", lambda: False)())
-        self.done = self.errors = 0
-        self.shown = -1
-        self.lock = threading.Lock()
-
-    def advance(self, error: bool) -> None:
-        with self.lock:
-            self.done += 1
-            self.errors += error
-            if self.out is None:
-                return
-            tenth = self.done * 10 // max(self.total, 1)
-            if not self.tty and tenth == self.shown and self.done != self.total:
-                return
-            self.shown = tenth
-            filled = self.done * 24 // max(self.total, 1)
-            text = (
-                f"{self.label} [{'#' * filled}{'.' * (24 - filled)}] {self.done}/{self.total}"
-                + (f" ({self.errors} errors)" if self.errors else "")
-            )
-            self.out.write(("\r\x1b[2K" + text) if self.tty else text + "\n")
-            if self.tty and self.done == self.total:
-                self.out.write("\n")
-            self.out.flush()
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -307,7 +72,8 @@ class Eval:
     ``retry-after``). Answers are cached in the store by model, messages and parameters, so
     running again only calls what changed (``cache=False``: always call). The calls are traced
     like any other (dataset ``eval``, ``finetuner.purpose=eval``) and never become training
-    examples. Each run and its rows are stored: ``eval_runs``, ``eval_results``.
+    examples. Each run and its rows are stored: ``eval_runs``, ``eval_results``. ``progress``:
+    a bar on stderr when it is a terminal (True), on the file given, or none (False).
     """
 
     name: str | None = None
@@ -421,31 +187,24 @@ class Eval:
     def run(self, model: str, dataset: Dataset | Sequence[Example], **params: Any) -> EvalResult:
         """Ask ``model`` each example's input (messages, and tools where the example has
         them) with ``params`` (temperature=0, ...), score the answers, store and return the run."""
-        if not isinstance(model, str) or not model:
-            raise ConfigurationError(f"model must be a model name, got {model!r}")
-        if "messages" in params or "model" in params or params.get("stream"):
-            raise ConfigurationError(
-                "run() takes the call's other parameters; not messages, model, stream"
-            )
-        data = dataset if isinstance(dataset, Dataset) else Dataset("examples", list(dataset))
+        data = _checked(model, dataset, params)
         examples = list(data)
-        if not examples:
-            raise ConfigurationError(f"dataset {data.name!r} has no examples to evaluate")
-        store = self._store or data.store or Store()
+        store = self._store or (data.store if isinstance(data.store, Store) else None) or Store()
         name = self.name or type(self).__name__
-        self._load_cache(store)
+        self._cache = load_cache(store) if self.use_cache else {}
         started = datetime.now(timezone.utc)
         self._calls = self._retries = 0
-        out: TextIO | None = sys.stderr if self.progress is True else self.progress or None
-        bar = _Bar(len(examples), f"{name} {model}", out)
+        with Progress(
+            self.progress, f"{name} {model}", total=len(examples), unit=" examples"
+        ) as display:
 
-        def one(position: int, example: Example) -> ExampleResult:
-            result = self._example(position, example, model, params)
-            bar.advance(result.status == "error")
-            return result
+            def one(position: int, example: Example) -> ExampleResult:
+                result = self._example(position, example, model, params)
+                display.advance(error=result.status == "error")
+                return result
 
-        with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
-            results = list(pool.map(one, range(len(examples)), examples))
+            with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
+                results = list(pool.map(one, range(len(examples)), examples))
         result = EvalResult(
             run_id=f"run-{started:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
             eval_name=name,
@@ -459,7 +218,7 @@ class Eval:
             retries=self._retries,
             store=store,
         )
-        _save(store, result, self._new_cache)
+        save_run(store, result, self._new_cache)
         self._new_cache = {}
         return result
 
@@ -469,160 +228,36 @@ class Eval:
         call_params = dict(params)
         if example.tools and "tools" not in call_params:
             call_params["tools"] = example.tools
-        target = self.target(example)
+        asked = ExampleResult(
+            position, example.id, example.messages, self.target(example), None, None
+        )
         started = time.perf_counter()
         try:
             answer, cached = self._complete(model, example.messages, call_params)
             latency = None if cached else (time.perf_counter() - started) * 1000
             prediction = self.extract(answer)
         except Exception as exc:
-            return ExampleResult(
-                position,
-                example.id,
-                example.messages,
-                target,
-                None,
-                None,
-                status="error",
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            return replace(asked, status="error", error=f"{type(exc).__name__}: {exc}")
+        answered = replace(asked, prediction=prediction, cached=cached, latency_ms=latency)
         try:
-            score = as_score(self.compare(prediction, target))
+            score = as_score(self.compare(prediction, asked.target))
         except Exception as exc:
-            return ExampleResult(
-                position,
-                example.id,
-                example.messages,
-                target,
-                prediction,
-                None,
-                status="error",
-                error=f"compare() raised {type(exc).__name__}: {exc}",
-                cached=cached,
-                latency_ms=latency,
-            )
-        return ExampleResult(
-            position,
-            example.id,
-            example.messages,
-            target,
-            prediction,
-            score.value,
-            reason=score.reason,
-            cached=cached,
-            latency_ms=latency,
+            error = f"compare() raised {type(exc).__name__}: {exc}"
+            return replace(answered, status="error", error=error)
+        return replace(answered, score=score.value, reason=score.reason)
+
+
+def _checked(
+    model: str, dataset: Dataset | Sequence[Example], params: Mapping[str, Any]
+) -> Dataset:
+    """What ``run`` was given, checked: the examples as a Dataset, never an empty one."""
+    if not isinstance(model, str) or not model:
+        raise ConfigurationError(f"model must be a model name, got {model!r}")
+    if "messages" in params or "model" in params or params.get("stream"):
+        raise ConfigurationError(
+            "run() takes the call's other parameters; not messages, model, stream"
         )
-
-    def _load_cache(self, store: Store) -> None:
-        self._cache = {}
-        if not self.use_cache or not store.path.exists():
-            return
-        rows = store.sql("SELECT key, answer FROM eval_cache").rows
-        self._cache = {key: json.loads(answer) for key, answer in rows}
-
-
-def _save(
-    store: Store, result: EvalResult, cache: Mapping[str, tuple[str, dict[str, Any]]]
-) -> None:
-    low, high = result.ci95
-    with store.transaction() as con:
-        con.execute(
-            "INSERT INTO eval_runs (id, eval, model, dataset, params, examples, scored, errors, "
-            "accuracy, ci_low, ci_high, calls, retries, cached, started_at, finished_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                result.run_id,
-                result.eval_name,
-                result.model,
-                result.dataset,
-                dumps(result.params),
-                len(result.results),
-                result.n,
-                result.errors,
-                result.accuracy,
-                low,
-                high,
-                result.calls,
-                result.retries,
-                result.cached,
-                result.started_at,
-                result.finished_at,
-            ],
-        )
-        con.executemany(
-            "INSERT INTO eval_results (run_id, position, call_id, messages, target, prediction, "
-            "score, reason, status, error, cached, latency_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                [
-                    result.run_id,
-                    r.position,
-                    r.example_id,
-                    dumps(r.messages),
-                    dumps(r.target),
-                    dumps(r.prediction),
-                    r.score,
-                    r.reason,
-                    r.status,
-                    r.error,
-                    r.cached,
-                    r.latency_ms,
-                ]
-                for r in result.results
-            ],
-        )
-        if cache:
-            con.executemany(
-                "INSERT OR REPLACE INTO eval_cache (key, model, answer) VALUES (?, ?, ?)",
-                [[key, model, dumps(answer)] for key, (model, answer) in cache.items()],
-            )
-
-
-def load_run(store: Store, run_id: str) -> EvalResult:
-    """A stored run, by its id (or a unique prefix)."""
-    runs = store.sql(
-        "SELECT id, eval, model, dataset, params, calls, retries, started_at, finished_at "
-        "FROM eval_runs WHERE starts_with(id, ?) ORDER BY started_at",
-        [run_id],
-    ).rows
-    if len(runs) != 1:
-        known = [
-            r[0] for r in store.sql("SELECT id FROM eval_runs ORDER BY started_at DESC LIMIT 5")
-        ]
-        problem = "is ambiguous" if runs else "names no run"
-        raise ConfigurationError(f"eval run {run_id!r} {problem}; latest runs: {known or 'none'}")
-    rid, name, model, dataset, params, calls, retries, started, finished = runs[0]
-    rows = store.sql(
-        "SELECT position, call_id, messages, target, prediction, score, reason, status, error, "
-        "cached, latency_ms FROM eval_results WHERE run_id = ? ORDER BY position",
-        [rid],
-    ).rows
-    results = [
-        ExampleResult(
-            position=r[0],
-            example_id=r[1],
-            messages=json.loads(r[2]),
-            target=json.loads(r[3]),
-            prediction=json.loads(r[4]) if r[4] is not None else None,
-            score=r[5],
-            reason=r[6],
-            status=r[7],
-            error=r[8],
-            cached=r[9],
-            latency_ms=r[10],
-        )
-        for r in rows
-    ]
-    return EvalResult(
-        rid,
-        name,
-        model,
-        dataset,
-        json.loads(params) if params else {},
-        results,
-        started,
-        finished,
-        calls or 0,
-        retries or 0,
-        store,
-    )
+    data = dataset if isinstance(dataset, Dataset) else Dataset("examples", list(dataset))
+    if len(data) == 0:
+        raise ConfigurationError(f"dataset {data.name!r} has no examples to evaluate")
+    return data

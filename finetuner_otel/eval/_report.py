@@ -1,5 +1,9 @@
 """A self-contained HTML report of eval runs: accuracy with its interval per model as a chart,
-the paired comparison and the disagreements, and every example with its diff."""
+the paired comparison and the disagreements, and every example with its diff.
+
+It renders what ``Run`` and ``Paired`` describe (``EvalResult`` and ``Comparison`` are both), so
+that the runs can write their report without the report importing them back.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,54 @@ import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from .._json import dumps
 from .._messages import last_user_message
+from ._results import ExampleResult
 
-if TYPE_CHECKING:
-    from ._eval import EvalResult, ExampleResult
+_R = TypeVar("_R", bound="Run")
+
+
+class Paired(Protocol):
+    """What the report shows of two runs compared (a ``Comparison``)."""
+
+    @property
+    def disagreements(self) -> Sequence[tuple[ExampleResult, ExampleResult]]: ...
+
+    def summary(self) -> str: ...
+
+
+class Run(Protocol):
+    """What the report shows of a run (an ``EvalResult``)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def eval_name(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def results(self) -> Sequence[ExampleResult]: ...
+    @property
+    def accuracy(self) -> float: ...
+    @property
+    def ci95(self) -> tuple[float, float]: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def calls(self) -> int: ...
+    @property
+    def cached(self) -> int: ...
+
+    def compare_to(self: _R, baseline: _R) -> Paired: ...
+
 
 _CSS = """
 :root { --ok: #1a7f37; --bad: #cf222e; --err: #9a6700; --ink: #1f2328; --muted: #656d76;
@@ -105,7 +150,7 @@ def _answer_cell(result: ExampleResult) -> str:
     return f'<span class="{outcome}">{outcome}</span><pre>{diff}</pre>'
 
 
-def _chart(runs: Sequence[EvalResult]) -> str:
+def _chart(runs: Sequence[Run]) -> str:
     return accuracy_chart(
         [(f"{run.model} ({run.eval_name})", run.accuracy, *run.ci95) for run in runs]
     )
@@ -146,7 +191,7 @@ def accuracy_chart(bars: Sequence[tuple[str, float, float, float]]) -> str:
     return "".join(parts)
 
 
-def _summary_table(runs: Sequence[EvalResult]) -> str:
+def _summary_table(runs: Sequence[Run]) -> str:
     rows = []
     for run in runs:
         low, high = run.ci95
@@ -168,7 +213,7 @@ def _summary_table(runs: Sequence[EvalResult]) -> str:
     )
 
 
-def _comparisons(runs: Sequence[EvalResult]) -> str:
+def _comparisons(runs: Sequence[Run]) -> str:
     if len(runs) < 2:
         return ""
     candidate = runs[0]
@@ -201,7 +246,7 @@ def _comparisons(runs: Sequence[EvalResult]) -> str:
     return "".join(out)
 
 
-def _examples(index: int, run: EvalResult) -> str:
+def _examples(index: int, run: Run) -> str:
     table_id = f"examples-{index}"
     counts = {k: sum(_outcome(r) == k for r in run.results) for k in ("pass", "fail", "error")}
     buttons = "".join(
@@ -237,7 +282,7 @@ def _examples(index: int, run: EvalResult) -> str:
     )
 
 
-def render(runs: Sequence[EvalResult]) -> str:
+def render(runs: Sequence[Run]) -> str:
     title = " vs ".join(dict.fromkeys(run.model for run in runs))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = (
@@ -255,7 +300,7 @@ def render(runs: Sequence[EvalResult]) -> str:
     )
 
 
-def write_report(path: Path, runs: Sequence[EvalResult]) -> Path:
+def write_report(path: Path, runs: Sequence[Run]) -> Path:
     """Write the report of ``runs`` to ``path``, atomically; the first run is compared with
     each of the others, as its baselines."""
     if not runs:

@@ -12,8 +12,9 @@
 """
 
 from ._finetuner import DatasetInvalidError, Finetuner
-from ._job import FINAL, Event, Job, JobFailedError, JobRequest, JobState, ProviderError
-from ._providers import OpenAIProvider, Provider, TogetherProvider
+from ._job import Job, JobFailedError
+from ._providers import OpenAIProvider, TogetherProvider
+from ._types import FINAL, Event, JobRequest, JobState, Provider, ProviderError
 
 __all__ = [
     "FINAL",

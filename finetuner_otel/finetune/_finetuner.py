@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigurationError, FinetunerError
-from .._json import dumps
-from ..store import Dataset, Store
-from ..store._validate import validate_records
-from ._job import Event, Job, JobRequest, JobState, ProviderError
+from .._errors import ConfigurationError
+from ..store import Dataset, Store, validate_records
+from ._job import Job
 from ._providers import (
-    METHODS,
+    ANYSCALE_BASE_URL,
     TOGETHER_BASE_URL,
     OpenAIProvider,
-    Provider,
+    RetiredProvider,
     TogetherProvider,
 )
+from ._records import record_state, record_upload, recorded_states
+from ._types import METHODS, JobRequest, JobState, Provider
 
 if TYPE_CHECKING:
     import openai
-
-_log = logging.getLogger("finetuner_otel.finetune")
-
-ANYSCALE_BASE_URL = "https://api.endpoints.anyscale.com/v1"
 
 
 class DatasetInvalidError(ConfigurationError):
@@ -126,7 +120,7 @@ class Finetuner:
             base_url=base_url,
             max_retries=0,
         )
-        return cls(_RetiredProvider(OpenAIProvider(client, name="anyscale")), store=store)
+        return cls(RetiredProvider(OpenAIProvider(client, name="anyscale")), store=store)
 
     @classmethod
     def for_local(
@@ -151,84 +145,9 @@ class Finetuner:
             self._store = Store()
         return self._store
 
-    def _writing(self, what: str, *statements: tuple[str, list[Any]]) -> None:
-        """Record in the store, in one transaction; a store that cannot be written is logged,
-        never fatal, since the provider has already done what was asked."""
-        try:
-            with self.store.transaction() as con:
-                for sql, params in statements:
-                    con.execute(sql, params)
-        except FinetunerError as exc:
-            _log.warning("could not record %s in %s: %s", what, self.store.path, exc)
-
-    def _record_upload(
-        self, file_id: str, dataset: str, snapshot: str | None, kind: str, examples: int
-    ) -> None:
-        self._writing(
-            f"upload {file_id}",
-            (
-                "INSERT OR REPLACE INTO finetune_uploads "
-                "(provider, file_id, dataset, snapshot_id, format, examples) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [self.provider.name, file_id, dataset, snapshot, kind, examples],
-            ),
-        )
-
-    def _record_state(
-        self, state: JobState, *, changed: bool = True, suffix: str | None = None
-    ) -> None:
-        if not changed:
-            return
-        self._writing(
-            f"job {state.id}",
-            (
-                """
-                INSERT INTO finetune_jobs (provider, job_id, base_model, method, training_file,
-                    validation_file, hyperparameters, suffix, status, provider_status,
-                    fine_tuned_model, error, trained_tokens, created_at, finished_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (provider, job_id) DO UPDATE SET
-                    status = excluded.status, provider_status = excluded.provider_status,
-                    fine_tuned_model = excluded.fine_tuned_model, error = excluded.error,
-                    trained_tokens = excluded.trained_tokens,
-                    finished_at = excluded.finished_at,
-                    hyperparameters = coalesce(excluded.hyperparameters, hyperparameters),
-                    suffix = coalesce(suffix, excluded.suffix),
-                    updated_at = now()
-                """,
-                [
-                    state.provider,
-                    state.id,
-                    state.base_model,
-                    state.method,
-                    state.training_file,
-                    state.validation_file,
-                    dumps(dict(state.hyperparameters)) if state.hyperparameters else None,
-                    suffix,
-                    state.status,
-                    state.provider_status,
-                    state.fine_tuned_model,
-                    state.error,
-                    state.trained_tokens,
-                    state.created_at,
-                    state.finished_at,
-                ],
-            ),
-            (
-                "INSERT INTO finetune_job_history (provider, job_id, status, provider_status) "
-                "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM finetune_job_history "
-                "WHERE provider = ? AND job_id = ? AND provider_status = ?)",
-                [
-                    state.provider,
-                    state.id,
-                    state.status,
-                    state.provider_status,
-                    state.provider,
-                    state.id,
-                    state.provider_status,
-                ],
-            ),
-        )
+    def _job(self, state: JobState) -> Job:
+        """``state`` as a Job of this provider, whose every new state is recorded."""
+        return Job(state, self.provider, lambda new: record_state(self.store, new))
 
     # --- datasets, jobs -----------------------------------------------------------------------
 
@@ -256,7 +175,15 @@ class Finetuner:
             name = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset.name)
             export = dataset.to_jsonl(Path(tmp) / f"{name}.jsonl", history_weight=history_weight)
             file_id = self.provider.upload(export)
-        self._record_upload(file_id, dataset.name, export.sha256, "openai_chat", len(dataset))
+        record_upload(
+            self.store,
+            self.provider.name,
+            file_id,
+            dataset=dataset.name,
+            snapshot=export.sha256,
+            kind="openai_chat",
+            examples=len(dataset),
+        )
         return file_id
 
     def upload_preferences(self, dataset: str, *, store: Store | None = None) -> str:
@@ -271,7 +198,15 @@ class Finetuner:
                     f"store.prefer(call_id, preferred, non_preferred)"
                 )
             file_id = self.provider.upload(export)
-        self._record_upload(file_id, dataset, export.sha256, "openai_dpo", export.examples)
+        record_upload(
+            self.store,
+            self.provider.name,
+            file_id,
+            dataset=dataset,
+            snapshot=export.sha256,
+            kind="openai_dpo",
+            examples=export.examples,
+        )
         return file_id
 
     def start_job(
@@ -310,96 +245,17 @@ class Finetuner:
             )
         )
         if state.method != method:
-            state = _with_method(state, method)
-        self._record_state(state, suffix=suffix)
-        return Job(state, self)
+            state = dataclasses.replace(state, method=method)  # not every provider says
+        record_state(self.store, state, suffix=suffix)
+        return self._job(state)
 
     def get_job(self, job_id: str) -> Job:
         """A job by its id, fresh from the provider: to follow again one started earlier."""
         state = self.provider.get_job(job_id)
-        self._record_state(state)
-        return Job(state, self)
+        record_state(self.store, state)
+        return self._job(state)
 
     def list_jobs(self) -> list[Job]:
         """The jobs of this provider recorded in the store, newest first (as last seen; use
         ``job.refresh()`` or ``job.status`` for news)."""
-        if not self.store.path.exists():
-            return []
-        rows = self.store.sql(
-            "SELECT job_id, base_model, status, provider_status, fine_tuned_model, error, "
-            "trained_tokens, created_at, finished_at, training_file, validation_file, method, "
-            "hyperparameters FROM finetune_jobs WHERE provider = ? "
-            "ORDER BY created_at DESC NULLS LAST, updated_at DESC",
-            [self.provider.name],
-        )
-        return [
-            Job(
-                JobState(
-                    id=r[0],
-                    provider=self.provider.name,
-                    base_model=r[1],
-                    status=r[2],
-                    provider_status=r[3],
-                    fine_tuned_model=r[4],
-                    error=r[5],
-                    trained_tokens=r[6],
-                    created_at=r[7],
-                    finished_at=r[8],
-                    training_file=r[9],
-                    validation_file=r[10],
-                    method=r[11] or "supervised",
-                    hyperparameters=json.loads(r[12]) if r[12] else {},
-                ),
-                self,
-            )
-            for r in rows
-        ]
-
-
-def _with_method(state: JobState, method: str) -> JobState:
-    return dataclasses.replace(state, method=method)
-
-
-class _RetiredProvider:
-    """A provider at a retired service: each call that cannot reach it says so."""
-
-    def __init__(self, inner: OpenAIProvider) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    def __repr__(self) -> str:
-        return f"retired {self.inner!r}"
-
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return getattr(self.inner, method)(*args, **kwargs)
-        except ProviderError as exc:
-            raise ProviderError(
-                f"Anyscale Endpoints ({self.inner.client.base_url}) was retired in 2024 and no "
-                f"longer fine-tunes models ({exc}). Use Finetuner.for_together(), "
-                f"Finetuner.for_openai(base_url=...) for another OpenAI-compatible service, or "
-                f"Finetuner.for_local()"
-            ) from exc
-
-    def upload(self, path: Path) -> str:
-        return str(self._call("upload", path))
-
-    def create_job(self, request: JobRequest) -> JobState:
-        state: JobState = self._call("create_job", request)
-        return state
-
-    def get_job(self, job_id: str) -> JobState:
-        state: JobState = self._call("get_job", job_id)
-        return state
-
-    def list_events(self, job_id: str) -> list[Event]:
-        events: list[Event] = self._call("list_events", job_id)
-        return events
-
-    def cancel_job(self, job_id: str) -> JobState:
-        state: JobState = self._call("cancel_job", job_id)
-        return state
-
-    def list_jobs(self, limit: int = 20) -> list[JobState]:
-        states: list[JobState] = self._call("list_jobs", limit)
-        return states
+        return [self._job(state) for state in recorded_states(self.store, self.provider.name)]

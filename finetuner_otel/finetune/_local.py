@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigurationError
-from ._job import (
+from ._types import (
     CANCELLED,
     FAILED,
     FINAL,
-    QUEUED,
     Event,
     JobRequest,
     JobState,
@@ -156,8 +155,12 @@ class LocalProvider:
             "trained_tokens": None,
         }
         write_json(job_dir / "job.json", state)
-        # The launcher starts the trainer detached (its own session, not our child, so it
-        # outlives this process), writes its pid beside job.json, and returns at once.
+        self._launch(job_dir)
+        return self.get_job(job_id)
+
+    def _launch(self, job_dir: Path) -> None:
+        """Start the trainer detached (its own session, not our child, so it outlives this
+        process); the launcher writes its pid beside job.json and returns at once."""
         launched = subprocess.run(
             [self.python, "-m", "finetuner_otel.finetune._local_train", "--detach", str(job_dir)],
             stdin=subprocess.DEVNULL,
@@ -169,7 +172,6 @@ class LocalProvider:
             raise ProviderError(
                 f"the local trainer could not be started: {launched.stderr.strip()[-500:]}"
             )
-        return self.get_job(job_id)
 
     def _dir(self, job_id: str) -> Path:
         job_dir = self.jobs_dir / job_id
@@ -276,4 +278,4 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "(train.log is empty)"
 
 
-__all__ = ["LOCAL_DEFAULTS", "QUEUED", "LocalProvider"]
+__all__ = ["LOCAL_DEFAULTS", "LocalProvider"]

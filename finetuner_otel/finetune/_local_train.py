@@ -43,81 +43,19 @@ def train(job_dir: Path) -> None:
     report.state(status="running", phase="loading")
     report.event(f"Loading {job['base_model']}")
 
-    import datasets
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    hp = job["hyperparameters"]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(job["base_model"])
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            f"the tokenizer of {job['base_model']} has no chat template; use an instruct/chat "
-            f"model, or set tokenizer.chat_template and save it with the model"
-        )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        job["base_model"], torch_dtype=torch.bfloat16 if device == "cuda" else torch.float32
-    )
-
-    def load(path: str) -> Any:
-        data = datasets.load_dataset("json", data_files=path, split="train")
-        keep = [c for c in data.column_names if c == "messages"]
-        return data.select_columns(keep)
-
-    train_data = load(job["train_path"])
-    eval_data = load(job["validation_path"]) if job.get("validation_path") else None
-    output = job_dir / "checkpoints"
-    config = SFTConfig(
-        output_dir=str(output),
-        num_train_epochs=hp["n_epochs"],
-        max_steps=hp["max_steps"],
-        per_device_train_batch_size=hp["batch_size"],
-        per_device_eval_batch_size=hp["batch_size"],
-        learning_rate=hp["learning_rate"],
-        logging_steps=hp["logging_steps"],
-        eval_strategy="epoch" if eval_data is not None else "no",
-        save_strategy="no",
-        report_to=[],
-        seed=job["seed"],
-        max_length=hp["max_length"],
-        bf16=device == "cuda",
-        use_cpu=device == "cpu",
-        include_num_input_tokens_seen=True,
-        disable_tqdm=True,
-    )
-    peft_config = LoraConfig(
-        r=hp["lora_r"],
-        lora_alpha=hp["lora_alpha"],
-        lora_dropout=hp["lora_dropout"],
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
-
-    class Progress(TrainerCallback):  # type: ignore[misc]
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
-            logs = dict(logs or {})
-            data = {"step": state.global_step, "total_steps": state.max_steps}
-            parts = [f"Step {state.global_step}/{state.max_steps}"]
-            for key, label in (("loss", "train_loss"), ("eval_loss", "valid_loss")):
-                if key in logs:
-                    data[label] = float(logs[key])
-                    parts.append(f"{label.replace('_', ' ')}={float(logs[key]):.4f}")
-            if len(parts) > 1:
-                report.event(": ".join([parts[0], ", ".join(parts[1:])]), **data)
-            report.state(phase="running", step=state.global_step, total_steps=state.max_steps)
-
+    device, tokenizer, model = _load(job["base_model"])
+    train_data = _chat_data(job["train_path"])
+    eval_data = _chat_data(job["validation_path"]) if job.get("validation_path") else None
     trainer = SFTTrainer(
         model=model,
-        args=config,
+        args=_config(job_dir, job, device, validating=eval_data is not None),
         train_dataset=train_data,
         eval_dataset=eval_data,
         processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[Progress()],
+        peft_config=_lora(job["hyperparameters"]),
+        callbacks=[_progress(report)],
     )
     report.event(f"Training on {len(train_data)} examples on {device}")
     result = trainer.train()
@@ -145,6 +83,91 @@ def train(job_dir: Path) -> None:
         device=device,
     )
     report.event("The job has successfully completed")
+
+
+def _load(base_model: str) -> tuple[str, Any, Any]:
+    """The device to train on, and the base model's tokenizer (with a chat template) and model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"the tokenizer of {base_model} has no chat template; use an instruct/chat "
+            f"model, or set tokenizer.chat_template and save it with the model"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model, torch_dtype=torch.bfloat16 if device == "cuda" else torch.float32
+    )
+    return device, tokenizer, model
+
+
+def _chat_data(path: str) -> Any:
+    """A chat fine-tuning JSONL file as a dataset of its ``messages`` only."""
+    import datasets
+
+    data = datasets.load_dataset("json", data_files=path, split="train")
+    keep = [c for c in data.column_names if c == "messages"]
+    return data.select_columns(keep)
+
+
+def _config(job_dir: Path, job: dict[str, Any], device: str, *, validating: bool) -> Any:
+    from trl import SFTConfig
+
+    hp = job["hyperparameters"]
+    return SFTConfig(
+        output_dir=str(job_dir / "checkpoints"),
+        num_train_epochs=hp["n_epochs"],
+        max_steps=hp["max_steps"],
+        per_device_train_batch_size=hp["batch_size"],
+        per_device_eval_batch_size=hp["batch_size"],
+        learning_rate=hp["learning_rate"],
+        logging_steps=hp["logging_steps"],
+        eval_strategy="epoch" if validating else "no",
+        save_strategy="no",
+        report_to=[],
+        seed=job["seed"],
+        max_length=hp["max_length"],
+        bf16=device == "cuda",
+        use_cpu=device == "cpu",
+        include_num_input_tokens_seen=True,
+        disable_tqdm=True,
+    )
+
+
+def _lora(hp: dict[str, Any]) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=hp["lora_r"],
+        lora_alpha=hp["lora_alpha"],
+        lora_dropout=hp["lora_dropout"],
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _progress(report: _Reporter) -> Any:
+    """A trainer callback that reports each logged step (losses) as an event and in job.json."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
+            logs = dict(logs or {})
+            data = {"step": state.global_step, "total_steps": state.max_steps}
+            parts = [f"Step {state.global_step}/{state.max_steps}"]
+            for key, label in (("loss", "train_loss"), ("eval_loss", "valid_loss")):
+                if key in logs:
+                    data[label] = float(logs[key])
+                    parts.append(f"{label.replace('_', ' ')}={float(logs[key]):.4f}")
+            if len(parts) > 1:
+                report.event(": ".join([parts[0], ", ".join(parts[1:])]), **data)
+            report.state(phase="running", step=state.global_step, total_steps=state.max_steps)
+
+    return Progress()
 
 
 def detach(job_dir: Path) -> None:

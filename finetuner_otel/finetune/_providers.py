@@ -12,13 +12,14 @@ import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .._errors import ConfigurationError
-from ._job import (
+from ._types import (
     CANCELLED,
     FAILED,
+    FINAL,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -27,35 +28,10 @@ from ._job import (
     JobState,
     ProviderError,
 )
-from ._job import timestamp as _time
+from ._types import timestamp as _time
 
 if TYPE_CHECKING:
     import openai
-
-METHODS = ("supervised", "dpo")
-
-
-@runtime_checkable
-class Provider(Protocol):
-    """What a fine-tuning service must do for ``Finetuner``."""
-
-    name: str
-
-    def upload(self, path: Path) -> str:
-        """Upload a JSONL training file; its file id."""
-        ...
-
-    def create_job(self, request: JobRequest) -> JobState: ...
-
-    def get_job(self, job_id: str) -> JobState: ...
-
-    def list_events(self, job_id: str) -> list[Event]:
-        """The job's events, oldest first."""
-        ...
-
-    def cancel_job(self, job_id: str) -> JobState: ...
-
-    def list_jobs(self, limit: int = 20) -> list[JobState]: ...
 
 
 @contextlib.contextmanager
@@ -67,14 +43,13 @@ def provider_errors(provider: str) -> Iterator[None]:
     try:
         yield
     except openai.APIStatusError as exc:
-        error = ProviderError(f"{provider} answered {exc.status_code}: {_message(exc)}")
-        error.retryable = exc.status_code == 429 or exc.status_code >= 500  # type: ignore[attr-defined]
-        error.status_code = exc.status_code  # type: ignore[attr-defined]
-        raise error from exc
+        raise ProviderError(
+            f"{provider} answered {exc.status_code}: {_message(exc)}",
+            retryable=exc.status_code == 429 or exc.status_code >= 500,
+            status_code=exc.status_code,
+        ) from exc
     except openai.APIConnectionError as exc:
-        error = ProviderError(f"{provider} could not be reached: {exc}")
-        error.retryable = True  # type: ignore[attr-defined]
-        raise error from exc
+        raise ProviderError(f"{provider} could not be reached: {exc}", retryable=True) from exc
 
 
 def _message(exc: Any) -> str:
@@ -382,7 +357,7 @@ class TogetherProvider:
             error=errors[-1] if errors and normalised == FAILED else None,
             trained_tokens=job.get("token_count"),
             created_at=_time(job.get("created_at")),
-            finished_at=_time(job.get("updated_at")) if normalised in _FINAL else None,
+            finished_at=_time(job.get("updated_at")) if normalised in FINAL else None,
             training_file=job.get("training_file"),
             validation_file=job.get("validation_file"),
             method="dpo" if method == "dpo" else "supervised",
@@ -390,4 +365,54 @@ class TogetherProvider:
         )
 
 
-_FINAL = (SUCCEEDED, FAILED, CANCELLED)
+# --- retired services -------------------------------------------------------------------------
+
+ANYSCALE_BASE_URL = "https://api.endpoints.anyscale.com/v1"
+
+
+class RetiredProvider:
+    """A provider at a retired service (Anyscale Endpoints): each call that cannot reach it
+    says so, and names the providers to use instead."""
+
+    def __init__(self, inner: OpenAIProvider) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def __repr__(self) -> str:
+        return f"retired {self.inner!r}"
+
+    @contextlib.contextmanager
+    def _retired(self) -> Iterator[None]:
+        try:
+            yield
+        except ProviderError as exc:
+            raise ProviderError(
+                f"Anyscale Endpoints ({self.inner.client.base_url}) was retired in 2024 and no "
+                f"longer fine-tunes models ({exc}). Use Finetuner.for_together(), "
+                f"Finetuner.for_openai(base_url=...) for another OpenAI-compatible service, or "
+                f"Finetuner.for_local()"
+            ) from exc
+
+    def upload(self, path: Path) -> str:
+        with self._retired():
+            return self.inner.upload(path)
+
+    def create_job(self, request: JobRequest) -> JobState:
+        with self._retired():
+            return self.inner.create_job(request)
+
+    def get_job(self, job_id: str) -> JobState:
+        with self._retired():
+            return self.inner.get_job(job_id)
+
+    def list_events(self, job_id: str) -> list[Event]:
+        with self._retired():
+            return self.inner.list_events(job_id)
+
+    def cancel_job(self, job_id: str) -> JobState:
+        with self._retired():
+            return self.inner.cancel_job(job_id)
+
+    def list_jobs(self, limit: int = 20) -> list[JobState]:
+        with self._retired():
+            return self.inner.list_jobs(limit)

@@ -4,7 +4,7 @@ from ._call import Call
 from ._dataset import Dataset, Example, Export
 from ._schema import SchemaStatus
 from ._store import DatasetSummary, ImportResult, Snapshot, SQLResult, Store
-from ._validate import Problem, Stats, ValidationReport, validate_jsonl
+from ._validate import Problem, Stats, ValidationReport, validate_jsonl, validate_records
 
 __all__ = [
     "Call",
@@ -21,4 +21,5 @@ __all__ = [
     "Store",
     "ValidationReport",
     "validate_jsonl",
+    "validate_records",  # finetune validates the records it uploads
 ]

@@ -33,7 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._errors import CallNotFoundError, ConfigurationError, FinetunerError
-from ..eval._eval import Comparison, load_run
+from ..eval import Comparison, load_run
 from ..eval._report import accuracy_chart, word_diff
 from ..store import Store
 from . import _queries as q
