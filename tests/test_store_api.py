@@ -123,3 +123,41 @@ def test_a_dataset_records_its_exports_in_the_store_it_came_from(tmp_path: Path)
     assert [s.id for s in store.snapshots("d")] == [export.sha256] == [export.snapshot]
     loose = finetuner_otel.Dataset("loose", list(store.get_dataset("d")))
     assert loose.to_jsonl(tmp_path / "loose.jsonl").snapshot is None
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_read_only_store_writes_nothing_at_all(tmp_path: Path) -> None:
+    import duckdb
+
+    writer = Store(tmp_path / "s.duckdb")
+    [example] = writer.add_examples([{"messages": _PAIR}], dataset="d")
+    # a spool file waiting (a read would ingest or quarantine it), and a schema as the previous
+    # version left it (no views hash)
+    writer.spool_dir.mkdir(parents=True, exist_ok=True)
+    (writer.spool_dir / "00000000000000000001-1-1-0.jsonl").write_text('{"id": "broken')
+    con = duckdb.connect(str(writer.path))
+    con.execute("DROP TABLE finetuner_views")
+    con.close()
+    reader = Store(writer.path, read_only=True)
+    before = _files(tmp_path)
+    with pytest.raises(finetuner_otel.StoreError, match=r"needs a schema upgrade.*read-only"):
+        reader.sql("SELECT count(*) FROM calls")
+    assert not reader.schema_status().up_to_date
+    for attempt in (
+        lambda: reader.ingest(),
+        lambda: reader.accept(example.id),
+        lambda: reader.add_examples([{"messages": _PAIR}], dataset="d"),
+        lambda: reader.import_jsonl(tmp_path / "missing.jsonl", "d"),
+    ):
+        with pytest.raises(finetuner_otel.StoreError, match="read-only"):
+            attempt()
+    assert _files(tmp_path) == before
+    writer.list_datasets()  # a writer upgrades it (and sets the broken file aside)
+    assert reader.sql("SELECT count(*) FROM calls").rows == [(1,)]
+    assert reader.schema_status().up_to_date
+    assert repr(reader).endswith("read_only=True)")

@@ -121,6 +121,9 @@ class SQLResult(Sequence[tuple[Any, ...]]):
 class Store:
     """A finetuner DuckDB store. Reads first move any spooled calls in, when the file is free.
 
+    ``read_only=True`` writes nothing at all, ever: reads neither ingest the spool nor upgrade
+    an older store's schema (they say so instead), and every write method refuses.
+
     >>> store = Store("finetuner.duckdb")          # doctest: +SKIP
     >>> store.list_datasets()                      # doctest: +SKIP
     [DatasetSummary(name='search_classifier', examples=42, calls=45, errors=3)]
@@ -132,9 +135,11 @@ class Store:
         *,
         spool_dir: str | os.PathLike[str] | None = None,
         wait: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         self._settings = Settings.load(path, spool_dir=spool_dir)
         self._wait = wait
+        self._read_only = bool(read_only)
 
     @property
     def path(self) -> Path:
@@ -144,11 +149,24 @@ class Store:
     def spool_dir(self) -> Path:
         return self._settings.spool_dir
 
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        flag = ", read_only=True" if self._read_only else ""
+        return f"Store({str(self.path)!r}{flag})"
+
+    def _refuse_writes(self, what: str) -> None:
+        if self._read_only:
+            raise StoreError(
+                f"this Store of {self.path} is read-only, so it cannot {what}; open "
+                f"Store({str(self.path)!r}) without read_only=True to write"
+            )
 
     def ingest(self, wait: float | None = None) -> int:
         """Move spooled calls into the store now; returns the number of spool files ingested."""
+        self._refuse_writes("ingest the spool")
         return ingest(self.path, self.spool_dir, wait=self._wait if wait is None else wait)
 
     def pending(self) -> int:
@@ -165,12 +183,22 @@ class Store:
 
     def _refresh(self) -> None:
         # Best effort: a store busy in another process is read as it is.
-        if pending_files(self.spool_dir):
+        if not self._read_only and pending_files(self.spool_dir):
             with contextlib.suppress(StoreLockedError):
                 ingest(self.path, self.spool_dir, wait=0.5)
 
+    def _nothing_stored(self) -> bool:
+        """No store file, and no spool that a read would move in."""
+        return not self.path.exists() and (self._read_only or not pending_files(self.spool_dir))
+
     def _upgrade(self) -> None:
         """Apply the schema migrations a store made by an earlier version lacks."""
+        if self._read_only:
+            raise StoreError(
+                f"the store {self.path} was made by an earlier finetuner-otel and needs a schema "
+                f"upgrade, which this read-only Store does not make; open it once without "
+                f"read_only (e.g. finetuner ingest --db {self.path}) to upgrade it"
+            )
         try:
             with connect(self.path, read_only=False, wait=self._wait) as con:
                 migrate(con, self.path)
@@ -220,7 +248,7 @@ class Store:
 
     def list_datasets(self) -> list[DatasetSummary]:
         """Every dataset with its counts of trainable examples, calls and failed calls."""
-        if not self.path.exists() and not pending_files(self.spool_dir):
+        if self._nothing_stored():
             return []
         result = self._query("SELECT name, examples, calls, errors FROM datasets ORDER BY name")
         return [DatasetSummary(*row) for row in result]
@@ -231,7 +259,7 @@ class Store:
         if not isinstance(call_id, str) or not call_id:
             raise ConfigurationError(f"a call id is the text in calls.id, got {call_id!r}")
         found = None
-        if self.path.exists() or pending_files(self.spool_dir):
+        if not self._nothing_stored():
             found = self._query(CALL_QUERY, [call_id]).rows
         if not found:
             raise CallNotFoundError(
@@ -241,7 +269,7 @@ class Store:
         return load_call(found[0])
 
     def _dataset_names(self) -> list[str]:
-        if not self.path.exists() and not pending_files(self.spool_dir):
+        if self._nothing_stored():
             return []
         result = self._query("SELECT DISTINCT dataset FROM recorded_calls ORDER BY 1")
         return [row[0] for row in result]
@@ -359,6 +387,7 @@ class Store:
         message) is its training target; ``model`` is recorded as the requested model.
         Importing the same file into the same dataset again adds nothing.
         """
+        self._refuse_writes("import examples")
         check_dataset_name(dataset, source="dataset")
         source = Path(path)
         records = read_jsonl(source)
@@ -409,6 +438,7 @@ class Store:
         the requested model, and ``attributes`` (one mapping per record) are stored with each
         call, e.g. ``{"finetuner.source": "synthetic"}`` (``calls.source``).
         """
+        self._refuse_writes("add examples")
         check_dataset_name(dataset, source="dataset")
         _check_records(records, attributes)
         trace_id = int(secrets.token_hex(16), 16) or 1
@@ -531,6 +561,7 @@ class Store:
         """A write connection to the (migrated) store, for the library's own record modules
         (fine-tuning jobs, eval runs); what the block writes is one transaction, rolled back
         if the block raises."""
+        self._refuse_writes("write")
         self._refresh()
         with connect(self.path, read_only=False, wait=self._wait) as con:
             migrate(con, self.path)
