@@ -35,7 +35,6 @@ KNOWN_PRIVATE_USES: frozenset[str] = frozenset(
         "finetuner_otel.exporters._duckdb: imports finetuner_otel.store._spool (_spool)",
         "finetuner_otel.exporters._spans: imports finetuner_otel.store._rows (_rows)",
         "finetuner_otel.store._rows: imports _fallback from finetuner_otel._json",
-        "finetuner_otel.ui._app: imports finetuner_otel.eval._report (_report)",
     }
 )
 KNOWN_CIRCLES: frozenset[str] = frozenset()

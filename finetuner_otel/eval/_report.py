@@ -7,7 +7,6 @@ that the runs can write their report without the report importing them back.
 
 from __future__ import annotations
 
-import difflib
 import html
 import os
 import tempfile
@@ -16,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from .._html import accuracy_chart, text_of, word_diff
 from .._json import dumps
 from .._messages import last_user_message
 from ._results import ExampleResult
@@ -112,28 +112,9 @@ def _e(value: Any) -> str:
     return html.escape(value if isinstance(value, str) else dumps(value), quote=True)
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else dumps(value)
-
-
-def word_diff(target: Any, prediction: Any) -> str:
-    """The prediction against the target, word by word: <del> what is missing, <ins> extra."""
-    expected, got = _text(target).split(" "), _text(prediction).split(" ")
-    out = []
-    for op, a1, a2, b1, b2 in difflib.SequenceMatcher(None, expected, got).get_opcodes():
-        if op == "equal":
-            out.append(html.escape(" ".join(expected[a1:a2])))
-            continue
-        if a2 > a1:
-            out.append(f"<del>{html.escape(' '.join(expected[a1:a2]))}</del>")
-        if b2 > b1:
-            out.append(f"<ins>{html.escape(' '.join(got[b1:b2]))}</ins>")
-    return " ".join(out)
-
-
 def _question(result: ExampleResult) -> str:
     question = last_user_message(result.messages)
-    return _text(question.get("content") if question is not None else "")
+    return text_of(question.get("content") if question is not None else "")
 
 
 def _outcome(result: ExampleResult) -> str:
@@ -154,41 +135,6 @@ def _chart(runs: Sequence[Run]) -> str:
     return accuracy_chart(
         [(f"{run.model} ({run.eval_name})", run.accuracy, *run.ci95) for run in runs]
     )
-
-
-def accuracy_chart(bars: Sequence[tuple[str, float, float, float]]) -> str:
-    """Horizontal bars of accuracy with 95% interval whiskers, one per (label, accuracy, low,
-    high), as inline SVG (the labels escaped)."""
-    left, width, row = 230, 520, 34
-    height = row * len(bars) + 40
-    parts = [
-        f'<svg role="img" aria-label="Accuracy per model with 95% intervals" '
-        f'width="{left + width + 80}" height="{height}" viewBox="0 0 {left + width + 80} {height}">'
-    ]
-    for tick in range(0, 101, 25):
-        x = left + width * tick / 100
-        parts.append(
-            f'<line x1="{x}" y1="8" x2="{x}" y2="{height - 24}" stroke="#d0d7de"/>'
-            f'<text x="{x}" y="{height - 8}" text-anchor="middle">{tick}%</text>'
-        )
-    for i, (label, accuracy, low, high) in enumerate(bars):
-        y = 12 + i * row
-        if len(label) > 30:
-            label = label[:29] + "…"
-        parts.append(
-            f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{html.escape(label)}</text>'
-            f'<rect x="{left}" y="{y + 3}" width="{width * accuracy:.1f}" height="18" '
-            f'fill="#0969da" rx="2"><title>{accuracy:.1%}</title></rect>'
-            f'<line x1="{left + width * low:.1f}" y1="{y + 12}" x2="{left + width * high:.1f}" '
-            f'y2="{y + 12}" stroke="#1f2328" stroke-width="2"/>'
-            f'<line x1="{left + width * low:.1f}" y1="{y + 6}" x2="{left + width * low:.1f}" '
-            f'y2="{y + 18}" stroke="#1f2328" stroke-width="2"/>'
-            f'<line x1="{left + width * high:.1f}" y1="{y + 6}" x2="{left + width * high:.1f}" '
-            f'y2="{y + 18}" stroke="#1f2328" stroke-width="2"/>'
-            f'<text x="{left + width + 8}" y="{y + 16}">{accuracy:.1%}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _summary_table(runs: Sequence[Run]) -> str:

@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 
 from .._errors import CallNotFoundError, ConfigurationError, FinetunerError
 from ..eval import Comparison, load_run
-from ..eval._report import accuracy_chart, word_diff
+from .._html import accuracy_chart, word_diff
 from ..store import Store
 from . import _queries as q
 
