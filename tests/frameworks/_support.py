@@ -112,14 +112,15 @@ def assert_examples(captured: Captured, answers: Sequence[dict[str, Any]]) -> No
     untrainable = [(r["status"], r["untrainable_reason"]) for r in stored if not r["trainable"]]
     assert not untrainable, f"complete answers stored untrainable: {untrainable}"
     expected = [example(r.json, a) for r, a in zip(captured.requests, answers, strict=True)]
-    assert captured.lines == expected
+    assert len(captured.lines) == len(expected), "exported lines"
+    for got, want in zip(captured.lines, expected, strict=True):
+        assert got == want, f"exported:\n{json.dumps(got)}\nexpected:\n{json.dumps(want)}"
 
 
 def example(request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
     """The fine-tuning line a request and its answer make (chat completions or Responses)."""
     if "messages" in request:
-        # A null field (an assistant's "content": null beside its tool calls) is left out.
-        messages = [{k: v for k, v in m.items() if v is not None} for m in request["messages"]]
+        messages = [_as_stored(m) for m in request["messages"]]
         tools = request.get("tools")
     else:
         messages = responses_messages(request)
@@ -131,6 +132,14 @@ def example(request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
     if tools:
         line["tools"] = tools
     return line
+
+
+def _as_stored(message: dict[str, Any]) -> dict[str, Any]:
+    """A sent chat message as the store keeps it: a null field (an assistant's "content": null
+    beside its tool calls) is left out, and so is a tool message's "name" (instructor sends
+    one; the API's tool message has none, and a fine-tuning line has no use for it)."""
+    dropped = {"name"} if message.get("role") == "tool" else set()
+    return {k: v for k, v in message.items() if v is not None and k not in dropped}
 
 
 def responses_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -152,9 +161,7 @@ def responses_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
             call = {"name": item["name"], "arguments": item["arguments"]}
             out.append(tool_answer(ToolCall(call["name"], call["arguments"], item["call_id"])))
         elif kind == "function_call_output":
-            out.append(
-                {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
-            )
+            out.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
     return out
 
 

@@ -13,9 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-
-pytest.register_assert_rewrite("tests.frameworks._support")
-
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor

@@ -142,7 +142,8 @@ def run_one(name: str, lock: bool, pytest_args: list[str]) -> Outcome:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ours, pytest_args = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    split = argv.index("--") if "--" in argv else len(argv)
+    ours, pytest_args = argv[:split], argv[split + 1 :]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(FRAMEWORKS))
     parser.add_argument("--lock", action="store_true", help="resolve afresh, rewrite the pins")

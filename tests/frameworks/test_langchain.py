@@ -49,7 +49,9 @@ def tracing(request: pytest.FixtureRequest) -> Any:
 
 def model(**kwargs: Any) -> ChatOpenAI:
     base_url = os.environ["OPENAI_BASE_URL"]  # the server's: LangChain reads OPENAI_API_BASE
-    return ChatOpenAI(model="gpt-4o-mini", base_url=base_url, temperature=0, max_retries=0, **kwargs)
+    return ChatOpenAI(
+        model="gpt-4o-mini", base_url=base_url, temperature=0, max_retries=0, **kwargs
+    )
 
 
 def test_invoke(server: OpenAIServer, db: Path, tracing: Any) -> None:
