@@ -13,7 +13,8 @@
 
 from ._finetuner import DatasetInvalidError, Finetuner
 from ._job import Job, JobFailedError
-from ._providers import OpenAIProvider, TogetherProvider
+from ._openai import OpenAIProvider
+from ._together import TogetherProvider
 from ._types import FINAL, Event, JobRequest, JobState, Provider, ProviderError
 
 __all__ = [

@@ -12,14 +12,9 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ConfigurationError
 from ..store import Dataset, Store, validate_records
 from ._job import Job
-from ._providers import (
-    ANYSCALE_BASE_URL,
-    TOGETHER_BASE_URL,
-    OpenAIProvider,
-    RetiredProvider,
-    TogetherProvider,
-)
+from ._openai import ANYSCALE_BASE_URL, OpenAIProvider, RetiredProvider
 from ._records import record_state, record_upload, recorded_states
+from ._together import TOGETHER_BASE_URL, TogetherProvider
 from ._types import METHODS, JobRequest, JobState, Provider
 
 if TYPE_CHECKING:
