@@ -1,8 +1,8 @@
 """One way to run an HTTP server in the background: bind, serve in a thread, stop and join.
 
-``finetuner serve`` (uvicorn), the local OpenAI server of ``finetuner_otel.testing`` (the
-stdlib's ``http.server``, whose bytes on the wire the tests pin) and ``finetuner ui`` all do
-the same four things, so they are done here once:
+``finetuner serve`` (uvicorn) and the local OpenAI server of ``finetuner_otel.testing`` (the
+stdlib's ``http.server``, whose bytes on the wire the tests pin) do the same four things, and
+``finetuner ui`` (uvicorn) can too, so they are done here once:
 
 - ``listen(host, port)`` binds the socket before any server exists, so a port in use or a bad
   host is one ``ConfigurationError`` naming the fix, and port 0 is a free port known at once;

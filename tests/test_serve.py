@@ -202,3 +202,20 @@ def test_malformed_payloads_get_a_4xx_never_a_crash(
         receiver.url, body, {"authorization": f"Bearer {TOKEN}", "content-type": kind}
     )
     assert status in (200, 400)
+
+
+def test_routes_encodings_and_unknown_json_fields(receiver: OTLPReceiver) -> None:
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    body = _json_export()
+    body["resourceSpans"][0]["someFieldOfANewerOTLP"] = {"x": 1}  # receivers MUST ignore it
+    encoded = json.dumps(body).encode()
+    json_headers = {**auth, "content-type": "application/json"}
+    assert _post(receiver.url + "/", encoded, json_headers) == (200, b"{}")
+    status, reply = _post(receiver.url, encoded, {**json_headers, "content-encoding": "br"})
+    assert status == 400 and b"unsupported content-encoding 'br'" in reply
+    request = urllib.request.Request(receiver.url, method="GET")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 405 and refused.value.read() == b"POST OTLP traces to /v1/traces"
+    status, reply = _post(receiver.url, b"", {**auth, "content-type": "application/x-protobuf"})
+    assert status == 200 and reply == b""  # an empty export: nothing to store, nothing wrong
