@@ -192,6 +192,41 @@ def test_reads_and_views_work_in_the_sandbox(victim: Victim) -> None:
     assert store.sql("SELECT * FROM query('SELECT 42')").rows == [(42,)]
 
 
+def test_the_sandbox_is_what_duckdb_reports(victim: Victim) -> None:
+    with connect(victim.store.path, read_only=True, sandbox=True) as con:
+        found = dict(con.execute("SELECT name, value FROM duckdb_settings()").fetchall())
+    assert {
+        name: found[name]
+        for name in (
+            "access_mode",
+            "enable_external_access",
+            "lock_configuration",
+            "autoload_known_extensions",
+            "autoinstall_known_extensions",
+            "allow_community_extensions",
+            "allow_unsigned_extensions",
+            "allow_persistent_secrets",
+            "temp_directory",
+        )
+    } == {
+        "access_mode": "read_only",
+        "enable_external_access": "false",
+        "lock_configuration": "true",
+        "autoload_known_extensions": "false",
+        "autoinstall_known_extensions": "false",
+        "allow_community_extensions": "false",
+        "allow_unsigned_extensions": "false",
+        "allow_persistent_secrets": "false",
+        "temp_directory": "",
+    }
+    # only the store and its WAL may be opened
+    assert all(
+        path.startswith(str(victim.store.path))
+        for path in found["allowed_paths"].strip("[]").split(", ")
+    )
+    assert found["allowed_directories"] == "[]"
+
+
 def test_one_statement_at_a_time(victim: Victim) -> None:
     with pytest.raises(StoreError, match="runs one statement, and this is 2"):
         victim.store.sql("SELECT 1; SELECT 2")

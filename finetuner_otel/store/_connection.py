@@ -29,17 +29,20 @@ _CONFIG = {"autoinstall_known_extensions": False}
 # loaded, no persistent secret, and no setting changed (lock_configuration, last). Queries do
 # not spill to a temp directory either: one beside the store would be a writable place (set
 # at connect, as external access turned off freezes it).
-_SANDBOX_CONFIG: dict[str, str | bool] = {**_CONFIG, "temp_directory": ""}
-_SANDBOX = (
-    "SET enable_external_access = false",
-    "SET allow_community_extensions = false",
-    "SET allow_unsigned_extensions = false",
-    "SET autoload_known_extensions = false",
-    "SET autoinstall_known_extensions = false",
-    "SET allow_persistent_secrets = false",
-    "SET allow_extension_repositories = 'forbidden'",
-    "SET lock_configuration = true",
-)
+_SANDBOX_CONFIG: dict[str, str | bool] = {
+    **_CONFIG,
+    "temp_directory": "",
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "allow_persistent_secrets": False,
+}
+# In this order: external access off freezes the temp directory (set above, at connect), and
+# the lock freezes every other setting.
+_SANDBOX = ("SET enable_external_access = false", "SET lock_configuration = true")
+# Settings of later DuckDB versions than the oldest supported (1.1); where an older one lacks a
+# setting, it lacks what the setting closes too.
+_SANDBOX_IF_KNOWN = {"allow_extension_repositories": "'forbidden'"}
 _locks: dict[str, threading.RLock] = {}
 _locks_guard = threading.Lock()
 
@@ -99,8 +102,7 @@ def _open(path: Path, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPy
     if sandbox:
         con = duckdb.connect(str(path), read_only=True, config=dict(_SANDBOX_CONFIG))
         try:
-            for setting in _SANDBOX:
-                con.execute(setting)
+            _seal(con)
         except BaseException:
             con.close()
             raise
@@ -111,3 +113,15 @@ def _open(path: Path, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPy
     con = duckdb.connect(str(path), read_only=False, config=dict(_CONFIG))
     os.chmod(path, 0o600)  # captured prompts are private: readable by their owner only
     return con
+
+
+def _seal(con: duckdb.DuckDBPyConnection) -> None:
+    """The sandbox's settings that must follow the connect: see _SANDBOX."""
+    known = con.execute(
+        "SELECT name FROM duckdb_settings() WHERE list_contains(?, name) ORDER BY name",
+        [list(_SANDBOX_IF_KNOWN)],
+    ).fetchall()
+    for (name,) in known:
+        con.execute(f"SET {name} = {_SANDBOX_IF_KNOWN[name]}")
+    for setting in _SANDBOX:
+        con.execute(setting)
