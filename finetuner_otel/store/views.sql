@@ -2,9 +2,10 @@
 --
 -- finetuner_otel/store/_schema.py applies this whole file with CREATE OR REPLACE whenever its
 -- SHA-256 differs from the one the store records (table finetuner_views), in the transaction
--- that runs any pending migration; the migrations hold the tables only. So a fix here reaches
--- every store, old or new, the next time it is opened for writing, and each object is written
--- out once. Drop an object that leaves this file with a DROP ... IF EXISTS line here.
+-- that runs any pending migration; the migrations hold the tables only. So each object is
+-- written out once, and a fix here reaches every store, however old, the first time this
+-- version opens it (a Store opened with read_only=True says it needs it instead). Drop an object
+-- that leaves this file with a DROP ... IF EXISTS line here.
 --
 -- The OpenAI chat fine-tuning format is derived from the recorded GenAI semantic-convention
 -- content by these macros, in SQL, when it is read: the store keeps one copy of every message
