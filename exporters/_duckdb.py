@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import os
@@ -15,9 +16,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from finetuner_otel._errors import StoreError
+from finetuner_otel._redact import Redactor, RedactSpec, from_environment, make_redactor
 from finetuner_otel._settings import Settings
-from finetuner_otel.store._rows import is_genai_span, span_to_line
-from finetuner_otel.store._spool import ingest, write_spool
+from finetuner_otel.store._spool import ingest, write_private, write_spool
+
+from ._spans import is_genai_span, span_to_line
 
 logger = logging.getLogger("finetuner_otel.exporters")
 
@@ -29,6 +32,10 @@ INGEST_BATCH_SPANS = 4096
 # in memory, up to this many, and written with the next batch that can be; beyond it the oldest
 # are dropped and counted (``spans_dropped``, and ``finetuner doctor`` once the spool is back).
 MAX_HELD_SPANS = 10_000
+# Held spans go back to the spool in files of at most this many characters (about bytes), so a
+# disk that frees a little space takes a little of the backlog: one file of the whole backlog
+# fits nowhere until all of it does (350 held spans were lost at exit with 756 KB free).
+HELD_CHUNK_CHARS = 64 * 1024
 
 
 class DuckDBSpanExporter(SpanExporter):
@@ -41,8 +48,13 @@ class DuckDBSpanExporter(SpanExporter):
     or locked store cannot back up the span queue. ``force_flush`` and ``shutdown`` ingest
     whatever is left, waiting up to their timeout for the store.
 
+    ``redact`` (what ``instrument(redact=...)`` takes, or ``FINETUNER_REDACT`` when not given)
+    is applied to every content and string attribute of spans of other instrumentations before
+    they are written; spans of ours were redacted when they were recorded.
+
     With no arguments (as ``opentelemetry-instrument`` builds it) the settings come from
-    ``FINETUNER_DB``, ``FINETUNER_SPOOL_DIR`` and ``FINETUNER_INGEST_INTERVAL``.
+    ``FINETUNER_DB``, ``FINETUNER_SPOOL_DIR``, ``FINETUNER_INGEST_INTERVAL`` and
+    ``FINETUNER_REDACT``.
     """
 
     def __init__(
@@ -52,8 +64,16 @@ class DuckDBSpanExporter(SpanExporter):
         spool_dir: str | os.PathLike[str] | None = None,
         ingest_interval: float | None = None,
         max_held_spans: int = MAX_HELD_SPANS,
+        redact: RedactSpec | Redactor | None = None,
     ) -> None:
         self._settings = Settings.load(db, spool_dir=spool_dir, ingest_interval=ingest_interval)
+        self._redactor: Redactor | None = (
+            redact
+            if isinstance(redact, Redactor)
+            else make_redactor(redact)
+            if redact is not None
+            else from_environment(os.environ.get("FINETUNER_REDACT"))
+        )
         self._last_ingest = time.monotonic()
         self._spooled_since_ingest = 0
         self._shutdown = False
@@ -103,7 +123,7 @@ class DuckDBSpanExporter(SpanExporter):
             if not is_genai_span(span):
                 continue
             try:
-                lines.append(span_to_line(span))
+                lines.append(span_to_line(span, self._redactor))
             except Exception:
                 self._spans_dropped += 1
                 logger.exception("finetuner-otel: could not convert span %s; skipped", span.name)
@@ -119,50 +139,84 @@ class DuckDBSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
     def _spool(self, lines: list[str]) -> int | None:
-        """Write the held lines and ``lines`` to one spool file; the number written, or None
-        when the spool cannot be written (they are then held, up to the bound)."""
+        """Write the held lines and ``lines`` to the spool; the number written, or None when
+        some could not be (they are then held, up to the bound, and written later)."""
         with self._spool_lock:
-            batch = [*self._held, *lines] if self._held else lines
-            try:
-                write_spool(self._settings.spool_dir, batch)
-            except Exception as exc:
-                self._held.extend(lines)
-                excess = len(self._held) - self._max_held
-                for _ in range(max(excess, 0)):
-                    self._held.popleft()
-                if excess > 0:
-                    self._spans_dropped += excess
-                if not self._spool_failing:  # once per outage, not once per batch
-                    self._spool_failing = True
-                    logger.error(
-                        "finetuner-otel: cannot write the spool %s (%s: %s); holding spans in "
-                        "memory (up to %d) until it can be written",
-                        self._settings.spool_dir,
-                        type(exc).__name__,
-                        exc,
-                        self._max_held,
-                    )
+            if not self._held:
+                try:
+                    write_spool(self._settings.spool_dir, lines)
+                except Exception as exc:
+                    self._log_failing(exc)
+                else:
+                    self._record_dropped()
+                    return len(lines)
+            # As much of the backlog as fits now, in files small enough to fit a little space.
+            self._held.extend(lines)
+            self._trim_held()
+            written = self._write_held()
+            if self._held:
                 return None
             if self._spool_failing:
                 self._spool_failing = False
                 logger.warning(
-                    "finetuner-otel: the spool %s is writable again; %d held spans written, %d "
+                    "finetuner-otel: the spool %s is writable again; held spans written, %d "
                     "dropped in all",
                     self._settings.spool_dir,
-                    len(self._held),
                     self._spans_dropped,
                 )
-            self._held.clear()
             self._record_dropped()
-            return len(batch)
+            return written
+
+    def _write_held(self) -> int:
+        """Write held lines, oldest first, in files of about HELD_CHUNK_CHARS, until one
+        cannot be written; the number written."""
+        held = self._held
+        written = 0
+        while held:
+            size = count = 0
+            for line in held:
+                if count and size + len(line) > HELD_CHUNK_CHARS:
+                    break
+                size += len(line)
+                count += 1
+            chunk = list(itertools.islice(held, count))
+            try:
+                write_spool(self._settings.spool_dir, chunk)
+            except Exception as exc:
+                self._log_failing(exc)
+                return written
+            for _ in range(count):
+                held.popleft()
+            written += count
+        return written
+
+    def _trim_held(self) -> None:
+        excess = len(self._held) - self._max_held
+        for _ in range(max(excess, 0)):
+            self._held.popleft()
+        if excess > 0:
+            self._spans_dropped += excess
+
+    def _log_failing(self, exc: Exception) -> None:
+        if not self._spool_failing:  # once per outage, not once per batch
+            self._spool_failing = True
+            logger.error(
+                "finetuner-otel: cannot write the spool %s (%s: %s); holding spans in "
+                "memory (up to %d) until it can be written",
+                self._settings.spool_dir,
+                type(exc).__name__,
+                exc,
+                self._max_held,
+            )
 
     def _record_dropped(self) -> None:
         """Leave the count of dropped spans beside the spool, for ``finetuner doctor``."""
         if self._spans_dropped == self._dropped_recorded:
             return
         path = self._settings.spool_dir / f"dropped-{os.getpid()}-{id(self):x}.json"
+        data = json.dumps({"pid": os.getpid(), "spans_dropped": self._spans_dropped})
         try:
-            path.write_text(json.dumps({"pid": os.getpid(), "spans_dropped": self._spans_dropped}))
+            write_private(path, data.encode())
             self._dropped_recorded = self._spans_dropped
         except OSError:
             pass
@@ -209,14 +263,13 @@ class DuckDBSpanExporter(SpanExporter):
         return False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Every exported span is durable in the spool (False if some are held in memory
-        because it cannot be written); also try to ingest them now."""
+        """Every exported span is durable in the spool: False while some are held in memory
+        because it cannot be written (as many as fit are written now); also try to ingest."""
         if self._shutdown:
-            return True
-        if self._held and self._spool([]) is None:
-            return False
-        self._ingest(wait=timeout_millis / 1000)
-        return True
+            return not self._held
+        durable = not self._held or self._spool([]) is not None
+        self._ingest(wait=timeout_millis / 1000)  # what is in the spool, held spans or not
+        return durable
 
     def shutdown(self) -> None:
         if self._shutdown:

@@ -30,7 +30,9 @@ DEFAULT_DB = "finetuner.duckdb"
 DEFAULT_MAX_CONTENT_SIZE = 20_000_000
 DEFAULT_DATASET = "default"
 _MAX_DATASET_NAME = 200
-_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (C0, DEL, C1: newlines, NUL, terminal escapes) and the bidirectional
+# controls that make a name read as another (U+202E shows "gnp.exe" as "exe.png").
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def check_dataset_name(name: object, *, source: str = "dataset name") -> str:
@@ -48,7 +50,8 @@ def check_dataset_name(name: object, *, source: str = "dataset name") -> str:
         )
     if _BAD_NAME_CHARS.search(name):
         raise ConfigurationError(
-            f"{source} {name!r} contains control characters; use printable text only"
+            f"{source} {name!r} contains control characters; use printable text only "
+            f"(no line breaks, escapes or bidirectional controls)"
         )
     return name
 

@@ -34,7 +34,6 @@ KNOWN_PRIVATE_USES: frozenset[str] = frozenset(
     {
         "finetuner_otel.exporters._duckdb: imports finetuner_otel.store._spool (_spool)",
         "finetuner_otel.exporters._spans: imports finetuner_otel.store._rows (_rows)",
-        "finetuner_otel.store._rows: imports _fallback from finetuner_otel._json",
     }
 )
 KNOWN_CIRCLES: frozenset[str] = frozenset()

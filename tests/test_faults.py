@@ -13,26 +13,28 @@ import time
 from pathlib import Path
 
 import pytest
-from finetuner_otel.exporters import DuckDBSpanExporter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from finetuner_otel import Store
 from finetuner_otel.cli import main
-from finetuner_otel.store._rows import span_to_line
+from finetuner_otel.exporters import DuckDBSpanExporter
+from finetuner_otel.exporters._spans import span_to_line
 from finetuner_otel.store._schema import INGEST_COLUMNS
 from finetuner_otel.store._spool import pending_files, write_spool
+from tests._small_disk import small_disk
 
 
-def _spans(n: int, start: int = 0) -> list[ReadableSpan]:
+def _spans(n: int, start: int = 0, pad: int = 0) -> list[ReadableSpan]:
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("faults")
     for i in range(start, start + n):
+        question = f"q{i}" + "x" * pad
         with tracer.start_as_current_span("chat m") as span:
             span.set_attributes(
                 {
@@ -40,7 +42,7 @@ def _spans(n: int, start: int = 0) -> list[ReadableSpan]:
                     "gen_ai.request.model": "m",
                     "finetuner.dataset": "faults",
                     "gen_ai.input.messages": json.dumps(
-                        [{"role": "user", "parts": [{"type": "text", "content": f"q{i}"}]}]
+                        [{"role": "user", "parts": [{"type": "text", "content": question}]}]
                     ),
                     "gen_ai.output.messages": json.dumps(
                         [
@@ -162,3 +164,39 @@ def test_an_ingest_out_of_memory_keeps_the_spool_and_quarantines_nothing(
     monkeypatch.delitem(_connection._CONFIG, "memory_limit")
     Store(db).ingest()
     assert sorted(_answers(db)) == sorted(f"a{i}" for i in range(20))
+
+
+def test_a_full_disk_gives_back_every_span_that_freed_space_allows(tmp_path: Path) -> None:
+    # On main: the 350 held spans (about 1 MB) went back as one file, which 756 KB of freed
+    # space could not take: 0 written, and all 350 lost at exit.
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        spool, db = disk.root / "spool", tmp_path / "s.duckdb"
+        exporter = DuckDBSpanExporter(db, spool_dir=spool, ingest_interval=3600)
+        spans = _spans(350, pad=2500)
+        disk.fill()
+        for i in range(0, 350, 50):
+            assert exporter.export(spans[i : i + 50]) is SpanExportResult.FAILURE
+        assert (exporter.spans_held, exporter.spans_dropped) == (350, 0)
+        assert exporter.force_flush() is False  # nothing is durable, and it says so
+        disk.free(756 * 1024)
+        assert exporter.force_flush() is False  # some are still held
+        stored = len(_answers(db))
+        # Files of at most 64 KB: all that 756 KB takes is written and ingested, but for the
+        # last file that did not fit and the filesystem's own blocks (4 KB a file).
+        line_size = len(span_to_line(spans[0])) + 1
+        assert stored * line_size >= (756 - 64 - 64) * 1024
+        assert stored + exporter.spans_held == 350
+        exporter.shutdown()  # the ingest freed the spool's space again: the rest goes in
+        assert sorted(_answers(db)) == sorted(f"a{i}" for i in range(350))
+        assert exporter.spans_dropped == 0
+
+
+def test_spans_still_held_at_exit_are_counted_lost(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        spool, db = disk.root / "spool", tmp_path / "s.duckdb"
+        exporter = DuckDBSpanExporter(db, spool_dir=spool, ingest_interval=3600)
+        disk.fill()
+        exporter.export(_spans(20, pad=1000))
+        assert exporter.force_flush() is False
+        exporter.shutdown()
+        assert exporter.spans_dropped == 20 and exporter.spans_held == 0

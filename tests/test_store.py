@@ -190,7 +190,7 @@ def test_corrupt_spool_file_is_quarantined_and_the_rest_ingested(
 def test_bad_lines_are_quarantined_and_good_lines_of_the_same_file_ingested(
     db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from finetuner_otel.store._rows import span_to_line
+    from finetuner_otel.exporters._spans import span_to_line
     from finetuner_otel.store._spool import write_spool
 
     spans = _foreign_spans(
@@ -291,7 +291,7 @@ def _user_text(text: str) -> str:
 
 
 def test_spool_lines_hold_exactly_the_ingest_columns() -> None:
-    from finetuner_otel.store._rows import span_to_line
+    from finetuner_otel.exporters._spans import span_to_line
 
     (span,) = _foreign_spans(
         [{"gen_ai.operation.name": "chat", "gen_ai.input.messages": _user_text("hi")}]

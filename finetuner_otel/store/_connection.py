@@ -92,6 +92,8 @@ def connect(
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
+        if not read_only:
+            _private_wal(con, path)
         try:
             yield con
         finally:
@@ -125,3 +127,29 @@ def _seal(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"SET {name} = {_SANDBOX_IF_KNOWN[name]}")
     for setting in _SANDBOX:
         con.execute(setting)
+
+
+def keep_wal_private(path: Path) -> None:
+    """Make the store's write-ahead log owner-only (0600) before DuckDB makes it.
+
+    DuckDB creates ``<store>.wal`` at the first commit with the process umask (0644: anyone on
+    the machine could read the newest rows) and deletes it at each checkpoint. An open
+    connection writes into an existing log file as it is, keeping its mode; an empty one left
+    by a crash is harmless (DuckDB discards it at the next open). Never truncates: a log with
+    rows in it holds the only copy of the last commits. Called after opening a write connection
+    (and by ingest before each commit, which may follow a checkpoint).
+    """
+    wal = path.with_name(path.name + ".wal")
+    fd = os.open(wal, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _private_wal(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    try:
+        keep_wal_private(path)
+    except OSError as exc:
+        con.close()
+        raise StoreError(f"cannot write beside the store {path}: {exc}") from exc

@@ -1,8 +1,8 @@
 """Examples from an OpenAI chat fine-tuning file, as calls of a named dataset.
 
 Each example becomes the same kind of row a captured call does: it is mapped to the GenAI
-semantic-convention content by the instrumentation's own mapping and written by the exporter's
-own ``span_to_line``, so an imported example exports exactly as a captured one would.
+semantic-convention content by the instrumentation's own mapping and written by the store's one
+row encoder (``encode_row``), so an imported example exports exactly as a captured one would.
 """
 
 from __future__ import annotations
@@ -12,17 +12,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
-from opentelemetry.trace.status import Status, StatusCode
-
 from .. import _semconv as sc
-from .._json import dumps
-from ..instrumentation._content import input_message, output_message, tool_definitions
-from ._rows import span_to_line
+from .._parts import Parts, tool_definitions
+from ._rows import CallRecord, encode_row
 
 IMPORT_SCOPE = "finetuner_otel.import"
+# An imported file is what its owner chose to train on: no content cap, whatever a capture in
+# this process was set to.
+_PARTS = Parts()
 SOURCE = "finetuner.import.source"
 SOURCE_SHA256 = "finetuner.import.sha256"
 SOURCE_LINE = "finetuner.import.line"
@@ -34,7 +31,7 @@ def file_trace_id(sha256: str) -> int:
 
 
 def _message(message: Mapping[str, Any]) -> dict[str, Any]:
-    converted = input_message(dict(message))
+    converted = _PARTS.chat_message(dict(message))
     if "weight" in message:
         converted["weight"] = message["weight"]
     return converted
@@ -79,37 +76,29 @@ def example_lines(
     for index, record in enumerate(records):
         messages = record["messages"]
         *history, target = messages
-        output = output_message(dict(target), "stop")
+        output = _PARTS.chat_output(dict(target), "stop")
         if "weight" in target:
             output["weight"] = target["weight"]
-        span_attributes: dict[str, Any] = {
-            sc.OPERATION_NAME: sc.OPERATION_CHAT,
-            sc.DATASET: dataset,
-            sc.INPUT_MESSAGES: dumps([_message(m) for m in history]),
-            sc.OUTPUT_MESSAGES: dumps([output]),
-            sc.RESPONSE_FINISH_REASONS: ("stop",),
-            **(attributes[index] if attributes is not None else {}),
-        }
-        if model is not None:
-            span_attributes[sc.REQUEST_MODEL] = model
-        if record.get("tools"):
-            span_attributes[sc.TOOL_DEFINITIONS] = dumps(tool_definitions(record["tools"]))
-        if "parallel_tool_calls" in record:
-            span_attributes[sc.REQUEST_OPTIONS] = dumps(
-                {"parallel_tool_calls": record["parallel_tool_calls"]}
-            )
         start = now - (len(records) - index) * 1_000_000
-        span = ReadableSpan(
-            name=f"{scope} {dataset}",
-            context=SpanContext(
-                trace_id, index + 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+        record_ = CallRecord(
+            trace_id=trace_id,
+            span_id=index + 1,
+            start_ns=start,
+            end_ns=start,
+            dataset=dataset,
+            operation=sc.OPERATION_CHAT,
+            request_model=model,
+            finish_reasons=["stop"],
+            request_options=(
+                {"parallel_tool_calls": record["parallel_tool_calls"]}
+                if "parallel_tool_calls" in record
+                else None
             ),
-            attributes=span_attributes,
-            kind=SpanKind.INTERNAL,
-            instrumentation_scope=InstrumentationScope(scope),
-            status=Status(StatusCode.OK),
-            start_time=start,
-            end_time=start,
+            input_messages=[_message(m) for m in history],
+            output_messages=[output],
+            tool_definitions=tool_definitions(record["tools"]) if record.get("tools") else None,
+            scope_name=scope,
+            attributes=attributes[index] if attributes is not None else {},
         )
-        lines.append(span_to_line(span))
+        lines.append(encode_row(record_))
     return lines

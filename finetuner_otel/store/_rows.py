@@ -1,105 +1,284 @@
-"""A finished GenAI span as one row of the ``calls`` table.
+"""One recorded call, as decoded values, encoded as one spool line (one row of ``calls``).
 
-Keys on GenAI semantic-convention attributes only, so spans from other instrumentations (the
-contrib OpenAI instrumentation, OpenLLMetry) become rows too when they carry message content.
+``encode_row`` is the only writer of spool lines: the exporter (spans of any instrumentation,
+local or received by ``finetuner serve``), the import of fine-tuning files and synthetic data all
+hand it a ``CallRecord`` of plain Python values, never JSON text of their own. Every line is
+written here with ``json``'s own encoder, which escapes line breaks, so no value a sender chose
+can end a line early and start a row of its own.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
-
 from .. import _semconv as sc
+from .._errors import ConfigurationError
 from .._json import dumps
-from .._ownership import traced_by_us_too
-from .._settings import DEFAULT_DATASET
+from .._settings import DEFAULT_DATASET, check_dataset_name
 
-# Attributes stored in columns of their own, and so left out of the ``attributes`` column.
-_COLUMN_ATTRIBUTES = frozenset(
-    {
-        sc.OPERATION_NAME,
-        sc.PROVIDER_NAME,
-        sc.REQUEST_MODEL,
-        sc.RESPONSE_MODEL,
-        sc.RESPONSE_ID,
-        sc.RESPONSE_FINISH_REASONS,
-        sc.USAGE_INPUT_TOKENS,
-        sc.USAGE_OUTPUT_TOKENS,
-        sc.INPUT_MESSAGES,
-        sc.OUTPUT_MESSAGES,
-        sc.SYSTEM_INSTRUCTIONS,
-        sc.TOOL_DEFINITIONS,
-        sc.DATASET,
-        sc.REQUEST_OPTIONS,
-        sc.ERROR_TYPE,
-    }
-)
+# Beside the row, why a dataset name the call carried was not used (the row is kept, under the
+# default dataset, rather than dropped).
+DATASET_REFUSED = "finetuner.dataset_refused"
+
 _CUT_OFF = {
     "length": "the completion was cut off at the token limit (finish_reason=length)",
     "content_filter": "the completion was stopped by a content filter",
 }
-
-
-# The GenAI operations that are one model call with messages in and out (not agents, tools or
-# embeddings): the calls a chat fine-tuning dataset is made of.
-_CALL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
-OUR_SCOPE = "finetuner_otel.instrumentation"
-
-
-def is_genai_span(span: ReadableSpan) -> bool:
-    """A model call span, from our instrumentor or any other that follows the GenAI conventions;
-    not a second record of a call that ours traced too."""
-    attrs = span.attributes
-    if not attrs or attrs.get(sc.OPERATION_NAME) not in _CALL_OPERATIONS:
-        return False
-    scope = span.instrumentation_scope
-    if scope is not None and scope.name == OUR_SCOPE:
-        return True
-    ctx = span.get_span_context()
-    start = span.start_time or 0
-    return ctx is None or not traced_by_us_too(
-        ctx.trace_id, start, span.end_time or start, attrs.get(sc.REQUEST_MODEL)
-    )
+_CONTENT_PARTS = frozenset({"uri", "blob", "file"})
+_INT64 = 2**63
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN/Infinity: Python reads them, DuckDB does not
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Python reads it as inf
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 # Strict: what it accepts, DuckDB's JSON reader accepts too.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 
-def _content(attrs: Mapping[str, Any], key: str) -> tuple[Any, str]:
-    """A JSON content attribute, parsed, and as JSON text fit for one spool line ("null" if none).
+class JSONValue:
+    """A JSON attribute as ``parse_json`` read it: the value, and the text it was read from
+    when that text can stand in a spool line as it is (which saves encoding the largest values
+    of a span a second time). Only ``parse_json`` makes one."""
 
-    The attribute's own text is reused when it is already compact enough for JSONL (no line
-    breaks), which saves encoding the largest values of the span a second time.
+    __slots__ = ("_text", "value")
+
+    def __init__(self, value: Any, text: str | None, key: object) -> None:
+        if key is not _PARSED:
+            raise TypeError("JSONValue is made by parse_json() only")
+        self.value = value
+        self._text = text
+
+
+_PARSED = object()
+
+
+def parse_json(raw: str) -> JSONValue | None:
+    """``raw`` parsed strictly, or None when it is not JSON.
+
+    Its text is kept only when it is provably safe in a line: the decoder took all of it as
+    one complete JSON value (so nothing in it can close the row's object or set another of its
+    keys), it holds no raw line break (lines are split on those, so it cannot start a row of
+    its own), and no escaped surrogate (DuckDB refuses a lone one). Otherwise the encoder
+    writes the parsed value afresh.
     """
-    raw = attrs.get(key)
-    if not isinstance(raw, str):
-        return None, "null"
     try:
         value = _DECODER.decode(raw)
-    except ValueError:
-        return None, "null"
+    except (ValueError, RecursionError):
+        return None
     if "\n" in raw or "\r" in raw or "\\ud" in raw or "\\uD" in raw:
-        # Line breaks would split the JSONL record; an escaped surrogate may be a lone one,
-        # which DuckDB rejects. Written afresh, a lone surrogate becomes U+FFFD on the way out.
-        return value, dumps(value)
-    return value, raw
+        return JSONValue(value, None, _PARSED)
+    return JSONValue(value, raw, _PARSED)
+
+
+def _value(content: Any) -> Any:
+    return content.value if type(content) is JSONValue else content
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return "null"
+    if type(content) is JSONValue:
+        return content._text if content._text is not None else json_text(content.value)
+    return json_text(content)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One model call in decoded values: what a ``calls`` row is made of.
+
+    The content fields hold parsed JSON values (lists of semconv messages, dicts), or what
+    ``parse_json`` made of a JSON attribute; never JSON text. ``dataset`` is checked here,
+    whatever its source: a refused name is recorded under the default dataset, with the reason
+    in ``attributes``. ``attributes`` are the call's other attributes (``finetuner.purpose``,
+    ``finetuner.capture_error``, ... decide trainability).
+    """
+
+    trace_id: int
+    span_id: int
+    start_ns: int
+    end_ns: int
+    parent_span_id: int | None = None
+    dataset: object = None
+    operation: object = None
+    provider: object = None
+    request_model: object = None
+    response_model: object = None
+    response_id: object = None
+    status: str = "ok"  # ok | error | incomplete
+    error_type: object = None
+    error_message: object = None
+    finish_reasons: list[str] | None = None
+    input_tokens: object = None
+    output_tokens: object = None
+    request_options: Any = None
+    input_messages: Any = None
+    output_messages: Any = None
+    system_instructions: Any = None
+    tool_definitions: Any = None
+    service_name: object = None
+    scope_name: object = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def encode_row(record: CallRecord) -> str:
+    """The spool line of one call: a JSON object whose keys are exactly the ingest columns
+    (a test holds them equal to ``INGEST_COLUMNS``), with no raw line break in it."""
+    trace_id = format(record.trace_id, "032x")
+    span_id = format(record.span_id, "016x")
+    start, end = record.start_ns, record.end_ns
+    dataset, refused = _dataset(record.dataset)
+    attributes = record.attributes
+    if refused is not None:
+        attributes = {**attributes, DATASET_REFUSED: refused}
+    reason = _untrainable_reason(record, attributes)
+    parent = record.parent_span_id
+    # The span's identity, and its start time: OTel draws ids from the global `random` module,
+    # so an app that seeds it (as ML code often does) makes the same ids in every run; with the
+    # time in the key, those calls are not taken for repeats of each other.
+    row_id = f"{trace_id}{span_id}{start:016x}"
+    # Written field by field rather than through one dumps() of a dict: this is the hottest
+    # loop of the export thread. Only fixed text, hex, numbers and json's escaped output here.
+    return "".join(
+        (
+            '{"id":"',
+            row_id,
+            '","trace_id":"',
+            trace_id,
+            '","span_id":"',
+            span_id,
+            '","parent_span_id":',
+            f'"{parent:016x}"' if parent is not None else "null",
+            ',"dataset":',
+            _encode_string(dataset),
+            ',"operation":',
+            _text(record.operation),
+            ',"provider":',
+            _text(record.provider),
+            ',"request_model":',
+            _text(record.request_model),
+            ',"response_model":',
+            _text(record.response_model),
+            ',"response_id":',
+            _text(record.response_id),
+            ',"started_at":"',
+            _iso(start),
+            '","ended_at":"',
+            _iso(end),
+            '","duration_ms":',
+            repr((end - start) / 1e6),
+            ',"status":',
+            _encode_string(record.status),
+            ',"error_type":',
+            _text(record.error_type),
+            ',"error_message":',
+            _text(record.error_message),
+            ',"finish_reasons":',
+            _strings(record.finish_reasons),
+            ',"input_tokens":',
+            _number(record.input_tokens),
+            ',"output_tokens":',
+            _number(record.output_tokens),
+            ',"request_options":',
+            _content_text(record.request_options),
+            ',"input_messages":',
+            _content_text(record.input_messages),
+            ',"output_messages":',
+            _content_text(record.output_messages),
+            ',"system_instructions":',
+            _content_text(record.system_instructions),
+            ',"tool_definitions":',
+            _content_text(record.tool_definitions),
+            ',"trainable":',
+            "true" if reason is None else "false",
+            ',"untrainable_reason":',
+            _text(reason),
+            ',"service_name":',
+            _text(record.service_name),
+            ',"scope_name":',
+            _text(record.scope_name),
+            ',"attributes":',
+            json_text(attributes) if attributes else "{}",
+            "}",
+        )
+    )
+
+
+def _dataset(name: object) -> tuple[str, str | None]:
+    """The dataset a row is stored under, and why the name it carried was refused (if it was)."""
+    if name is None:
+        return DEFAULT_DATASET, None
+    try:
+        return check_dataset_name(name), None
+    except ConfigurationError as exc:
+        return DEFAULT_DATASET, str(exc)
+
+
+def _plain(value: Any) -> Any:
+    """An SDK object, bytes or a set as plain JSON values, as the content encoder writes them."""
+    return json.loads(dumps(value))
+
+
+# Strict: NaN and Infinity are not JSON (DuckDB refuses them), so they never reach a line.
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_plain, allow_nan=False
+)
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON that DuckDB reads: non-finite numbers become strings ("nan");
+    a value json cannot encode at all (a circular one) becomes null."""
+    try:
+        return _ENCODER.encode(value)
+    except ValueError:
+        try:
+            return _ENCODER.encode(_finite(value))
+        except (ValueError, RecursionError):
+            return "null"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _text(value: object) -> str:
+    """A JSON string (or null) for a text column; other types are written as their JSON text."""
+    if value is None:
+        return "null"
+    return _encode_string(value if isinstance(value, str) else json_text(value))
+
+
+def _strings(values: list[str] | None) -> str:
+    if values is None:
+        return "null"
+    return "[" + ",".join([_encode_string(v) for v in values]) + "]"
+
+
+def _number(value: object) -> str:
+    return str(value) if type(value) is int and -_INT64 <= value < _INT64 else "null"
 
 
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
-
-
-_CONTENT_PARTS = frozenset({"uri", "blob", "file"})
 
 
 def _has_input(input_messages: Any, system_instructions: Any) -> bool:
@@ -115,7 +294,8 @@ def _has_completion(output_messages: Any) -> bool:
     first = output_messages[0]
     if not isinstance(first, dict):
         return False
-    for part in first.get("parts") or ():
+    parts = first.get("parts")
+    for part in parts if isinstance(parts, list) else ():
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
@@ -127,147 +307,10 @@ def _has_completion(output_messages: Any) -> bool:
     return False
 
 
-def span_to_line(span: ReadableSpan) -> str:
-    """The ``calls`` row for one GenAI span as one spool line: a JSON object whose keys are
-    exactly the ingest columns (see the schema for what each column means).
-
-    This runs on the export thread of the user's process for every span, so it does the least
-    work it can: content attributes are parsed once and their JSON text is reused as it is.
-    """
-    attrs = dict(span.attributes or {})
-    ctx = span.get_span_context()
-    trace_id = format(ctx.trace_id, "032x")  # type: ignore[union-attr]
-    span_id = format(ctx.span_id, "016x")  # type: ignore[union-attr]
-    parent = span.parent
-    status = span.status
-    error = status.status_code is StatusCode.ERROR
-    state = "error" if error else "incomplete" if attrs.get(sc.INCOMPLETE) else "ok"
-
-    scope = span.instrumentation_scope
-    output_messages, output_json = _content(attrs, sc.OUTPUT_MESSAGES)
-    system_instructions, system_json = _content(attrs, sc.SYSTEM_INSTRUCTIONS)
-    raw_input = attrs.get(sc.INPUT_MESSAGES)
-    if scope is not None and scope.name == OUR_SCOPE and type(raw_input) is str:
-        # Our own encoder wrote it (compact, no raw line breaks, no escaped surrogates), as a
-        # list of message objects: the largest value of the span needs no second reading.
-        input_json = raw_input
-        has_input = raw_input != "[]" or bool(system_instructions)
-    else:
-        input_messages, input_json = _content(attrs, sc.INPUT_MESSAGES)
-        has_input = _has_input(input_messages, system_instructions)
-    _, tools_json = _content(attrs, sc.TOOL_DEFINITIONS)
-    _, options_json = _content(attrs, sc.REQUEST_OPTIONS)
-    finish_reasons = attrs.get(sc.RESPONSE_FINISH_REASONS)
-    finish_list = (
-        [str(r) for r in finish_reasons] if isinstance(finish_reasons, list | tuple) else None
-    )
-    reason = _untrainable_reason(
-        state,
-        attrs,
-        has_input,
-        _has_completion(output_messages),
-        finish_list or [],
-    )
-    start = span.start_time or 0
-    end = span.end_time or start
-    resource = span.resource.attributes if span.resource is not None else {}
-    service = resource.get("service.name")
-    extra = {k: v for k, v in attrs.items() if k not in _COLUMN_ATTRIBUTES}
-    # The span's identity, and its start time: OTel draws ids from the global `random` module,
-    # so an app that seeds it (as ML code often does) makes the same ids in every run; with the
-    # time in the key, those calls are not taken for repeats of each other.
-    row_id = f"{trace_id}{span_id}{start:016x}"
-    # Written field by field rather than through one dumps() of a dict: this is the hottest
-    # loop of the export thread. Keys and order are INGEST_COLUMNS (a test holds them equal).
-    return "".join(
-        (
-            '{"id":"',
-            row_id,
-            '","trace_id":"',
-            trace_id,
-            '","span_id":"',
-            span_id,
-            '","parent_span_id":',
-            f'"{parent.span_id:016x}"' if parent is not None else "null",
-            ',"dataset":',
-            _text(str(attrs.get(sc.DATASET) or DEFAULT_DATASET)),
-            ',"operation":',
-            _text(attrs.get(sc.OPERATION_NAME)),
-            ',"provider":',
-            _text(attrs.get(sc.PROVIDER_NAME) or attrs.get(sc.LEGACY_SYSTEM)),
-            ',"request_model":',
-            _text(attrs.get(sc.REQUEST_MODEL)),
-            ',"response_model":',
-            _text(attrs.get(sc.RESPONSE_MODEL)),
-            ',"response_id":',
-            _text(attrs.get(sc.RESPONSE_ID)),
-            ',"started_at":"',
-            _iso(start),
-            '","ended_at":"',
-            _iso(end),
-            '","duration_ms":',
-            repr((end - start) / 1e6),
-            ',"status":"',
-            state,
-            '","error_type":',
-            _text(attrs.get(sc.ERROR_TYPE) if error else None),
-            ',"error_message":',
-            _text(status.description if error else None),
-            ',"finish_reasons":',
-            "null" if finish_list is None else dumps(finish_list),
-            ',"input_tokens":',
-            _number(attrs.get(sc.USAGE_INPUT_TOKENS)),
-            ',"output_tokens":',
-            _number(attrs.get(sc.USAGE_OUTPUT_TOKENS)),
-            ',"request_options":',
-            options_json,
-            ',"input_messages":',
-            input_json,
-            ',"output_messages":',
-            output_json,
-            ',"system_instructions":',
-            system_json,
-            ',"tool_definitions":',
-            tools_json,
-            ',"trainable":',
-            "true" if reason is None else "false",
-            ',"untrainable_reason":',
-            _text(reason),
-            ',"service_name":',
-            _text(service),
-            ',"scope_name":',
-            _text(scope.name if scope is not None else None),
-            ',"attributes":',
-            dumps(extra) if extra else "{}",
-            "}",
-        )
-    )
-
-
-_encode_string: Callable[[str], str] = json.encoder.encode_basestring
-
-
-def _text(value: Any) -> str:
-    """A JSON string (or null) for a text column; other types are written as their JSON text."""
-    if value is None:
-        return "null"
-    return _encode_string(value if isinstance(value, str) else dumps(value))
-
-
-def _number(value: Any) -> str:
-    return str(value) if type(value) is int else "null"
-
-
-def _untrainable_reason(
-    status: str,
-    attrs: Mapping[str, Any],
-    has_input: bool,
-    has_completion: bool,
-    finish_reasons: list[str],
-) -> str | None:
-    if status == "error":
+def _untrainable_reason(record: CallRecord, attrs: Mapping[str, Any]) -> str | None:
+    if record.status == "error":
         return "the call failed"
-    if status == "incomplete":
+    if record.status == "incomplete":
         return "the stream ended before its last event"
     purpose = attrs.get(sc.PURPOSE)
     if purpose == "eval":
@@ -278,10 +321,11 @@ def _untrainable_reason(
         return "content over the size cap was left out (FINETUNER_MAX_CONTENT_SIZE)"
     if attrs.get(sc.CAPTURE_ERROR):
         return f"capture failed ({attrs[sc.CAPTURE_ERROR]})"
-    if not has_input:
+    if not _has_input(_value(record.input_messages), _value(record.system_instructions)):
         return "no input messages were recorded"
-    if not has_completion:
+    if not _has_completion(_value(record.output_messages)):
         return "no completion was recorded"
-    if finish_reasons and finish_reasons[0] in _CUT_OFF:
-        return _CUT_OFF[finish_reasons[0]]
+    reasons = record.finish_reasons
+    if reasons and reasons[0] in _CUT_OFF:
+        return _CUT_OFF[reasons[0]]
     return None

@@ -2,30 +2,40 @@
 
 Exporters never open the DuckDB file. Each ``write`` is one file, written to a temporary name,
 fsynced, and renamed into place (the rename is atomic, so a file under its final name is always
-whole). ``ingest`` moves every spooled file into the store in one transaction (INSERT OR IGNORE
-on the row id makes a repeat harmless), then deletes the files. A file that DuckDB cannot read is
-moved to ``quarantine/`` with the reason beside it, and the rest are ingested.
+whole). ``ingest`` moves spooled files into the store in transactions (INSERT OR IGNORE on the
+row id makes a repeat harmless), then deletes the files.
+
+Ingest never stops for the data: whatever error a file or a line causes, known or not, only that
+line (or a file that cannot be read at all) is moved to ``quarantine/``, with the reasons in
+``<name>.reason.txt`` beside it, and the rest goes in. Only the machine stops it (out of memory,
+a full disk, a failed commit, an interrupt): every file then stays in the spool for a later
+ingest, and the caller gets a StoreError, never a raw DuckDB error. Every file and directory
+made here is its owner's alone (0600, 0700), the store's write-ahead log included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
 import os
 import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from .._errors import StoreError
-from ._connection import connect
+from ._connection import connect, keep_wal_private
 from ._schema import INGEST_COLUMNS, migrate
 
 logger = logging.getLogger("finetuner_otel.store")
 
 SUFFIX = ".jsonl"
+REASON_SUFFIX = ".reason.txt"
 _TMP_SUFFIX = ".tmp"
 _STALE_TMP_SECONDS = 3600.0
 _FILES_PER_TRANSACTION = 500
@@ -44,7 +54,6 @@ _INSERT = (
     f"INSERT OR IGNORE INTO recorded_calls ({', '.join(INGEST_COLUMNS)}) "
     f"SELECT {', '.join(INGEST_COLUMNS)} FROM {_READ}"
 )
-_PROBE = f"SELECT * FROM {_READ}"  # every column, so every conversion is tried
 
 
 def _fsync_dir(path: Path) -> None:
@@ -59,7 +68,34 @@ def _fsync_dir(path: Path) -> None:
 
 
 def ensure_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """``path`` and each missing parent, made owner-only (0700)."""
+    if path.is_dir():
+        return
+    if not path.parent.exists():
+        ensure_dir(path.parent)
+    path.mkdir(mode=0o700, exist_ok=True)
+
+
+def _write_new(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write ``path`` whole (fsynced), owner-only (0600); it must not exist yet."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a temporary name, fsync, rename), owner-only (0600).
+    On any error (a full disk) nothing is left under either name."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{next(_counter)}{_TMP_SUFFIX}")
+    try:
+        _write_new(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _utf8(lines: list[str]) -> bytes:
@@ -73,25 +109,15 @@ def _utf8(lines: list[str]) -> bytes:
 
 
 def write_spool(spool_dir: Path, lines: list[str]) -> Path | None:
-    """Write spool lines (see ``span_to_line``) as one durable spool file; returns its path
-    (None when there were no lines)."""
+    """Write spool lines (each made by ``encode_row``) as one durable spool file; returns its
+    path (None when there were no lines)."""
     if not lines:
         return None
     data = _utf8(lines)
     ensure_dir(spool_dir)
     name = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}-{next(_counter)}"
     final = spool_dir / (name + SUFFIX)
-    tmp = spool_dir / (name + _TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(final, data)
     _fsync_dir(spool_dir)
     return final
 
@@ -109,39 +135,51 @@ def pending_files(spool_dir: Path) -> list[Path]:
     return [spool_dir / name for name in names]
 
 
+# Errors of the machine, not of the data: the spool is kept for a later ingest, never
+# quarantined (an ingest that ran out of memory or disk would otherwise set good calls aside).
+# DuckDB's IOException is not among them: it is also what a file DuckDB cannot open gives, so
+# that file is tried alone first (and an IOException on a probe file of ours is the machine's).
+_RESOURCE_ERRORS = (
+    duckdb.OutOfMemoryException,
+    duckdb.InterruptException,
+    duckdb.FatalException,
+    MemoryError,
+)
+
+
+class _MachineError(StoreError):
+    """Ingest stopped by the machine, not the data: the spool is kept."""
+
+
+def _machine_error(exc: BaseException, what: str = "ingest") -> _MachineError:
+    first_line = (str(exc).splitlines() or [""])[0]
+    return _MachineError(
+        f"{what} stopped by the machine, not the data ({type(exc).__name__}: {first_line}); "
+        f"the spool is kept and ingested later"
+    )
+
+
 def ingest(db_path: Path, spool_dir: Path, *, wait: float = 10.0) -> int:
     """Move every spooled file into the store. Returns the number of files ingested.
 
-    Raises StoreLockedError when another process holds the store for longer than ``wait``.
+    Raises StoreLockedError when another process holds the store for longer than ``wait``, and
+    StoreError when the machine stops it (the spool is then kept); never a DuckDB error.
     """
     if not pending_files(spool_dir):
         return 0
     done = 0
-    with connect(db_path, read_only=False, wait=wait) as con:
-        migrate(con, db_path)
-        # Listed under the write lock: no other process can be ingesting these files now.
-        for batch in _batches(pending_files(spool_dir)):
-            done += _ingest_batch(con, spool_dir, batch)
+    try:
+        with connect(db_path, read_only=False, wait=wait) as con:
+            migrate(con, db_path)
+            # Listed under the write lock: no other process can be ingesting these files now.
+            for batch in _batches(pending_files(spool_dir)):
+                done += _ingest_batch(con, db_path, spool_dir, batch)
+    except StoreError:
+        raise
+    except (duckdb.Error, OSError, MemoryError) as exc:
+        raise _machine_error(exc) from exc
     _remove_stale_tmp(spool_dir)
     return done
-
-
-# Errors of the machine, not of the data: the spool is kept for a later ingest, never
-# quarantined (an ingest that ran out of memory or disk would otherwise set good calls aside).
-_RESOURCE_ERRORS = (
-    duckdb.OutOfMemoryException,
-    duckdb.IOException,
-    duckdb.InterruptException,
-    duckdb.FatalException,
-    duckdb.PermissionException,
-)
-
-
-def _resource_error(exc: duckdb.Error) -> StoreError:
-    return StoreError(
-        f"ingest stopped by the machine, not the data ({type(exc).__name__}: "
-        f"{str(exc).splitlines()[0]}); the spool is kept and ingested later"
-    )
 
 
 def _batches(files: list[Path]) -> list[list[Path]]:
@@ -166,75 +204,148 @@ def _batches(files: list[Path]) -> list[list[Path]]:
     return batches
 
 
-def _ingest_batch(con: duckdb.DuckDBPyConnection, spool_dir: Path, files: list[Path]) -> int:
+def _ingest_batch(
+    con: duckdb.DuckDBPyConnection, db_path: Path, spool_dir: Path, files: list[Path]
+) -> int:
     try:
-        _insert(con, files)
+        _insert(con, db_path, files)
+    except _MachineError:
+        raise
     except _RESOURCE_ERRORS as exc:
-        raise _resource_error(exc) from exc
-    except duckdb.Error as exc:
+        raise _machine_error(exc) from exc
+    except Exception:  # the data's fault, known or not: find what, and set only that aside
         if len(files) == 1:
-            return _salvage(con, spool_dir, files[0], exc)
+            return _salvage(con, db_path, spool_dir, files[0])
         # One bad file must not hold back the others: retry them one at a time.
-        return sum(_ingest_batch(con, spool_dir, [file]) for file in files)
+        return sum(_ingest_batch(con, db_path, spool_dir, [file]) for file in files)
     for file in files:
         file.unlink(missing_ok=True)
     return len(files)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
+def _insert(con: duckdb.DuckDBPyConnection, db_path: Path, files: list[Path]) -> None:
+    """Insert the rows of ``files`` in one transaction. A failed COMMIT is the machine's (the
+    rows were already checked by the INSERT): a full disk under the write-ahead log, mostly."""
+    try:
+        keep_wal_private(db_path)  # a checkpoint at the last commit may have removed it
+    except OSError as exc:
+        raise _machine_error(exc) from exc
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(_INSERT, [[str(f) for f in files]])
-        con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise
+    try:
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        _rollback(con)
+        raise _machine_error(exc, "the commit of an ingest") from exc
 
 
-def _salvage(
-    con: duckdb.DuckDBPyConnection, spool_dir: Path, file: Path, error: duckdb.Error
-) -> int:
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    # After a failed COMMIT, DuckDB has already ended the transaction, and a ROLLBACK raising
+    # "no transaction is active" must not hide the error that matters.
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+def _salvage(con: duckdb.DuckDBPyConnection, db_path: Path, spool_dir: Path, file: Path) -> int:
     """Ingest the good lines of a file DuckDB refused and quarantine the rest, with reasons.
 
     Returns 1 if any line was ingested. A crash part-way is harmless: the file stays until the
     end, and ingesting its good lines again is a no-op.
     """
     try:
-        lines = [line for line in file.read_bytes().split(b"\n") if line.strip()]
+        data = file.read_bytes()
     except OSError as exc:
-        _quarantine(spool_dir, file, [f"cannot read: {exc}"], None)
+        _quarantine(spool_dir, file, [f"cannot read the file: {exc}"], None)
         return 0
-    probe = file.with_name(file.name + ".probe" + _TMP_SUFFIX)
-    good: list[bytes] = []
-    bad: list[bytes] = []
-    reasons: list[str] = []
+    numbered = [(n, line) for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+    bad: list[tuple[int, bytes, str]] = []
+    readable: list[tuple[int, bytes]] = []
+    for number, line in numbered:
+        problem = _not_a_row(line)
+        if problem is None:
+            readable.append((number, line))
+        else:
+            bad.append((number, line, problem))
+    probe = file.with_name(f"{file.name}.probe{_TMP_SUFFIX}")
     try:
-        for number, line in enumerate(lines, 1):
-            probe.write_bytes(line + b"\n")
-            try:
-                con.execute(_PROBE, [str(probe)]).fetchall()
-            except _RESOURCE_ERRORS as exc:
-                raise _resource_error(exc) from exc
-            except duckdb.Error as exc:
-                bad.append(line)
-                reasons.append(f"line {number}: {_without_probe_location(exc)}")
-            else:
-                good.append(line)
-        if good and bad:
-            probe.write_bytes(b"".join(line + b"\n" for line in good))
-            _insert(con, [probe])
+        bad += _insert_lines(con, db_path, probe, readable)
     finally:
         probe.unlink(missing_ok=True)
-    if not bad:  # every line reads on its own: the file as a whole was the problem
-        reasons = [str(error)]
-        bad = lines
-    _quarantine(spool_dir, file, reasons, bad if good else None)
+    bad.sort()
+    good = len(numbered) - len(bad)
+    if bad:
+        reasons = [f"line {number}: {reason}" for number, _, reason in bad]
+        _quarantine(spool_dir, file, reasons, [line for _, line, _ in bad] if good else None)
+    else:
+        file.unlink(missing_ok=True)
     return 1 if good else 0
 
 
-def _without_probe_location(exc: duckdb.Error) -> str:
-    """DuckDB's message, less where the probe file and its line were (they mean nothing here)."""
-    return re.sub(r' in file "[^"]*",| in line \d+', "", str(exc))
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def _not_a_row(line: bytes) -> str | None:
+    """Why a line cannot be a row before DuckDB is asked (not JSON, not an object), or None."""
+    try:
+        value = _DECODER.decode(line.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return f"Malformed JSON: {str(exc)[:200]}"
+    if not isinstance(value, dict):
+        return f"Malformed JSON: a row is a JSON object, not {type(value).__name__}"
+    return None
+
+
+def _insert_lines(
+    con: duckdb.DuckDBPyConnection, db_path: Path, probe: Path, lines: list[tuple[int, bytes]]
+) -> list[tuple[int, bytes, str]]:
+    """Insert each line that DuckDB takes; the others with DuckDB's reason. Halves of a refused
+    group are tried in turn, so k bad lines among n cost about 2k·log2(n) small transactions."""
+    bad: list[tuple[int, bytes, str]] = []
+    groups = [lines] if lines else []
+    while groups:
+        group = groups.pop()
+        try:
+            probe.unlink(missing_ok=True)
+            # Not fsynced: a scratch copy, read back at once; the spool file stays until the end.
+            _write_new(probe, b"".join(line + b"\n" for _, line in group), sync=False)
+        except OSError as exc:
+            raise _machine_error(exc) from exc
+        try:
+            _insert(con, db_path, [probe])
+        except _MachineError:
+            raise
+        except _RESOURCE_ERRORS as exc:
+            raise _machine_error(exc) from exc
+        except duckdb.IOException as exc:  # our own fresh probe file: the disk, not the data
+            raise _machine_error(exc) from exc
+        except Exception as exc:
+            if len(group) == 1:
+                number, line = group[0]
+                bad.append((number, line, _without_probe_location(exc)))
+            else:
+                half = len(group) // 2
+                groups += [group[half:], group[:half]]  # the first half is tried first
+    return bad
+
+
+def _without_probe_location(exc: BaseException) -> str:
+    """The error's message on one line, less where the probe file and its line were (they mean
+    nothing) and DuckDB's advice on reader options (ours are fixed)."""
+    text = re.sub(r' in file "[^"]*",| in line \d+', "", str(exc))
+    text = " ".join(
+        part.strip()
+        for part in text.splitlines()
+        if part.strip() and not part.startswith("Try setting")
+    )
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, duckdb.Error) else text
 
 
 def _quarantine(
@@ -242,17 +353,23 @@ def _quarantine(
 ) -> None:
     """Set unreadable spool content aside, with the reasons, so it neither blocks nor vanishes.
 
-    ``bad_lines`` None moves the whole file; otherwise only those lines are kept there.
+    ``bad_lines`` None moves the whole file; otherwise only those lines are kept there. The
+    reasons are written first and each file whole or not at all: a full disk leaves no copy
+    without its reasons, and the spool file stays (a machine error) until both are written.
     """
     target_dir = spool_dir / "quarantine"
-    ensure_dir(target_dir)
     target = target_dir / file.name
-    if bad_lines is None:
-        os.replace(file, target)
-    else:
-        target.write_bytes(b"".join(line + b"\n" for line in bad_lines))
-        file.unlink(missing_ok=True)
-    target.with_suffix(".reason.txt").write_text("\n".join(reasons) + "\n", encoding="utf-8")
+    try:
+        ensure_dir(target_dir)
+        reason_file = target_dir / (file.name.removesuffix(SUFFIX) + REASON_SUFFIX)
+        write_private(reason_file, ("\n".join(reasons) + "\n").encode())
+        if bad_lines is None:
+            os.replace(file, target)
+        else:
+            write_private(target, b"".join(line + b"\n" for line in bad_lines))
+            file.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _machine_error(exc, "quarantining a spool file") from exc
     logger.error(
         "finetuner-otel: %s of spool file %s could not be ingested (%s); moved to %s",
         "the whole" if bad_lines is None else f"{len(bad_lines)} line(s)",

@@ -324,10 +324,10 @@ def exporter_throughput(spans_count: int, repeats: int) -> None:
     the same rows (already encoded and spooled, so only read_json + INSERT + commit are timed,
     on a plain connection with DuckDB's default settings). Both in each repeat, alternately."""
     import duckdb
-    from finetuner_otel.exporters import DuckDBSpanExporter
 
     from finetuner_otel import Store
-    from finetuner_otel.store._rows import span_to_line
+    from finetuner_otel.exporters import DuckDBSpanExporter
+    from finetuner_otel.exporters._spans import span_to_line
     from finetuner_otel.store._schema import migrate
     from finetuner_otel.store._spool import _INSERT, pending_files, write_spool
 
@@ -385,7 +385,7 @@ def dataset_export(examples: int, repeats: int) -> None:
     import duckdb
 
     from finetuner_otel import Store
-    from finetuner_otel.store._rows import span_to_line
+    from finetuner_otel.exporters._spans import span_to_line
     from finetuner_otel.store._spool import write_spool
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -504,10 +504,10 @@ def serve_child(db: str, port_file: str) -> None:
 
 
 def serve_throughput(spans_count: int, repeats: int) -> None:
-    from finetuner_otel.exporters import DuckDBSpanExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     from finetuner_otel import Store
+    from finetuner_otel.exporters import DuckDBSpanExporter
 
     spans = _bench_spans(spans_count)
     served: list[float] = []
