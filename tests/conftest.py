@@ -13,22 +13,35 @@ from finetuner_otel.testing import OpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Whole files left out of `make check` (pytest -m "not slow"), and why; `make test` runs them.
-# Marked here so that the files themselves stay as their owners wrote them (tests/README.md).
+# Left out of `make check` (pytest -m "not slow"), and why; `make test` runs them all. Marked
+# here so that the test files stay as their owners wrote them (tests/README.md). The seconds are
+# rough, from runs on the 2-core development machine.
 SLOW_FILES = {
-    "test_processes.py": "whole processes: the launcher, concurrent writers, SIGKILL",
-    "test_finetune_local.py": "trains a tiny model with torch",
-    "test_ui.py": "headless Chromium, and paging over 100,000 calls",
-    "test_properties.py": "hypothesis: 60 generated cases, each called bare and instrumented",
+    "test_processes.py": "whole processes: the launcher, concurrent writers, SIGKILL (~45 s)",
+    "test_launcher.py": "opentelemetry-instrument beside other distros, each a process (~35 s)",
+    "test_finetune_local.py": "trains a tiny model with torch (~25 s)",
+    "test_ui.py": "headless Chromium, and paging over 100,000 calls (~20 s)",
+    "test_properties.py": "hypothesis: 60 generated calls, each bare and instrumented (~20 s)",
+    "test_ingest_fuzz.py": "hypothesis: fuzzed spool files through ingest (~75 s)",
+    "test_otlp_fuzz.py": "hypothesis: fuzzed OTLP bodies through the receiver (~45 s)",
+}
+# Single tests of otherwise fast files (file::function, every parametrization).
+SLOW_TESTS = {
+    "test_cli.py::test_end_to_end_through_the_cli_only": "each step a `finetuner` process (~25 s)",
+    "test_faults.py::test_an_ingest_killed_mid_transaction_loses_nothing_on_rerun": "SIGKILL",
+    "test_sql_sandbox.py::test_no_statement_changes_anything_on_disk": "hypothesis (~10 s)",
 }
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests of SLOW_FILES slow, and run tests/unit first (a broken function fails in
-    seconds, before any server starts)."""
+    """Mark SLOW_FILES and SLOW_TESTS slow, and run tests/unit first (a broken function fails
+    in seconds, before any server starts)."""
     tests = Path(__file__).resolve().parent
     for item in items:
-        if item.path.parent == tests and item.path.name in SLOW_FILES:
+        if item.path.parent != tests:
+            continue
+        name = getattr(item, "originalname", item.name)  # without its parameters
+        if item.path.name in SLOW_FILES or f"{item.path.name}::{name}" in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.path.parent != tests / "unit")  # stable: order kept
 
