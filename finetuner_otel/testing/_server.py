@@ -83,6 +83,7 @@ class RecordedRequest:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    openai: OpenAIServer  # the server whose queue and APIs the handlers answer from
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
@@ -124,7 +125,8 @@ class OpenAIServer:
         self.requests: list[RecordedRequest] = []
         self._queue: deque[AnyReply] = deque()
         self._lock = threading.Lock()
-        httpd = _QuietServer((host, port), _make_handler(self), bind_and_activate=False)
+        httpd = _QuietServer((host, port), _Handler, bind_and_activate=False)
+        httpd.openai = self
         listener = listen(host, port, what="OpenAIServer", backlog=128)
         self._server = StdlibServer(httpd, listener, "finetuner-openai-server")
         self._clients: list[openai.OpenAI] = []
@@ -183,105 +185,103 @@ class OpenAIServer:
         return self.responder(request)
 
 
-def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(BaseHTTPRequestHandler):
+    """One connection of the server: the OpenAI (and Azure) routes and the fine-tuning APIs."""
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
+    protocol_version = "HTTP/1.1"
+    server: _QuietServer
 
-        def _fine_tuning(self, method: str, body: bytes) -> bool:
-            for api in (server.fine_tuning, server.together):
-                if api.routes(self.path):
-                    headers = {k.lower(): v for k, v in self.headers.items()}
-                    status, obj, extra = api.handle(method, self.path, headers, body)
-                    self._send_json(status, obj, dict(extra))
-                    return True
-            return False
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
 
-        def do_GET(self) -> None:
-            if not self._fine_tuning("GET", b""):
-                self._send_json(
-                    404, _error_body(f"Unknown path {self.path}", "invalid_request_error")
-                )
+    def _fine_tuning(self, method: str, body: bytes) -> bool:
+        openai_server = self.server.openai
+        for api in (openai_server.fine_tuning, openai_server.together):
+            if api.routes(self.path):
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, obj, extra = api.handle(method, self.path, headers, body)
+                self._send_json(status, obj, dict(extra))
+                return True
+        return False
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else b""
-            if self._fine_tuning("POST", body):
-                return
-            request = RecordedRequest(
-                "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
-            )
-            api = _api_for(self.path)
-            if api is None:
-                self._send_json(
-                    404, _error_body(f"Unknown path {self.path}", "invalid_request_error")
-                )
-                return
-            try:
-                payload = request.json
-            except ValueError:
-                self._send_json(
-                    400,
-                    _error_body(
-                        "We could not parse the JSON body of your request.", "invalid_request_error"
-                    ),
-                )
-                return
-            reply = server._next_reply(request)
-            if isinstance(reply, RawReply):
-                self._send(reply.status, reply.body, dict(reply.headers))
-            elif isinstance(reply, ErrorReply):
-                body_json = _error_body(reply.message, reply.type, reply.code)
-                self._send_json(reply.status, body_json, dict(reply.headers))
-            elif api == "responses":
-                if payload.get("stream"):
-                    self._send_events(_response_events(payload, reply), reply, named=True)
-                else:
-                    self._send_json(200, _response(payload, reply))
-            elif payload.get("stream"):
-                self._send_events(_chunks(payload, reply), reply, named=False)
+    def _unknown_path(self) -> None:
+        self._send_json(404, _error_body(f"Unknown path {self.path}", "invalid_request_error"))
+
+    def do_GET(self) -> None:
+        if not self._fine_tuning("GET", b""):
+            self._unknown_path()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self._fine_tuning("POST", body):
+            return
+        request = RecordedRequest(
+            "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
+        )
+        api = _api_for(self.path)
+        if api is None:
+            self._unknown_path()
+            return
+        try:
+            payload = request.json
+        except ValueError:
+            message = "We could not parse the JSON body of your request."
+            self._send_json(400, _error_body(message, "invalid_request_error"))
+            return
+        self._answer(api, payload, self.server.openai._next_reply(request))
+
+    def _answer(self, api: str, payload: Any, reply: AnyReply) -> None:
+        if isinstance(reply, RawReply):
+            self._send(reply.status, reply.body, dict(reply.headers))
+        elif isinstance(reply, ErrorReply):
+            body_json = _error_body(reply.message, reply.type, reply.code)
+            self._send_json(reply.status, body_json, dict(reply.headers))
+        elif api == "responses":
+            if payload.get("stream"):
+                self._send_events(_response_events(payload, reply), reply, named=True)
             else:
-                self._send_json(200, _completion(payload, reply))
+                self._send_json(200, _response(payload, reply))
+        elif payload.get("stream"):
+            self._send_events(_chunks(payload, reply), reply, named=False)
+        else:
+            self._send_json(200, _completion(payload, reply))
 
-        def _send(self, status: int, body: str | bytes, headers: dict[str, str]) -> None:
-            data = body.encode() if isinstance(body, str) else body
-            self.send_response(status)
-            headers.setdefault("content-type", "application/json")
-            for key, value in headers.items():
-                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                    self.send_header(key, value)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def _send(self, status: int, body: str | bytes, headers: dict[str, str]) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        headers.setdefault("content-type", "application/json")
+        for key, value in headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(key, value)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-            headers = headers or {}
-            headers.setdefault("x-request-id", f"req_{next(_ids):016x}")
-            self._send(status, json.dumps(obj), headers)
+    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        headers = headers or {}
+        headers.setdefault("x-request-id", f"req_{next(_ids):016x}")
+        self._send(status, json.dumps(obj), headers)
 
-        def _send_events(self, events: Iterator[str], reply: Reply, named: bool) -> None:
-            """SSE: ``data:`` lines (chat), or ``event:`` + ``data:`` pairs (Responses)."""
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream; charset=utf-8")
-            self.send_header("transfer-encoding", "chunked")
-            self.send_header("x-request-id", f"req_{next(_ids):016x}")
-            self.end_headers()
-            for count, event in enumerate(events):
-                if reply.stream_cut_after is not None and count >= reply.stream_cut_after:
-                    self.close_connection = True
-                    self.wfile.flush()
-                    return  # no terminating chunk: the client sees the connection break
-                if named:
-                    kind = json.loads(event)["type"]
-                    data = f"event: {kind}\ndata: {event}\n\n".encode()
-                else:
-                    data = f"data: {event}\n\n".encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.write(b"0\r\n\r\n")
-
-    return Handler
+    def _send_events(self, events: Iterator[str], reply: Reply, named: bool) -> None:
+        """SSE: ``data:`` lines (chat), or ``event:`` + ``data:`` pairs (Responses)."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("x-request-id", f"req_{next(_ids):016x}")
+        self.end_headers()
+        for count, event in enumerate(events):
+            if reply.stream_cut_after is not None and count >= reply.stream_cut_after:
+                self.close_connection = True
+                self.wfile.flush()
+                return  # no terminating chunk: the client sees the connection break
+            if named:
+                kind = json.loads(event)["type"]
+                data = f"event: {kind}\ndata: {event}\n\n".encode()
+            else:
+                data = f"data: {event}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
 
 
 def _api_for(path: str) -> str | None:
@@ -533,64 +533,9 @@ def _response_events(payload: Mapping[str, Any], reply: Reply) -> Iterator[str]:
     yield event("response.in_progress", response=started)
     for index, item in enumerate(items):
         if item["type"] == "message":
-            text = item["content"][0]["text"]
-            yield event(
-                "response.output_item.added",
-                output_index=index,
-                item={**item, "status": "in_progress", "content": []},
-            )
-            empty = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
-            yield event(
-                "response.content_part.added",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                part=empty,
-            )
-            for start in range(0, len(text), max(1, reply.chunk_size)):
-                yield event(
-                    "response.output_text.delta",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    delta=text[start : start + reply.chunk_size],
-                    logprobs=[],
-                )
-            yield event(
-                "response.output_text.done",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                text=text,
-                logprobs=[],
-            )
-            yield event(
-                "response.content_part.done",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                part=item["content"][0],
-            )
+            yield from _message_events(event, index, item, reply.chunk_size)
         elif item["type"] == "function_call":
-            yield event(
-                "response.output_item.added",
-                output_index=index,
-                item={**item, "status": "in_progress", "arguments": ""},
-            )
-            arguments = item["arguments"]
-            for start in range(0, len(arguments), max(1, reply.chunk_size)):
-                yield event(
-                    "response.function_call_arguments.delta",
-                    item_id=item["id"],
-                    output_index=index,
-                    delta=arguments[start : start + reply.chunk_size],
-                )
-            yield event(
-                "response.function_call_arguments.done",
-                item_id=item["id"],
-                output_index=index,
-                arguments=arguments,
-            )
+            yield from _function_call_events(event, index, item, reply.chunk_size)
         else:
             yield event("response.output_item.added", output_index=index, item=item)
         yield event("response.output_item.done", output_index=index, item=item)
@@ -598,3 +543,46 @@ def _response_events(payload: Mapping[str, Any], reply: Reply) -> Iterator[str]:
     final["id"] = response_id
     kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
     yield event(kind, response=final)
+
+
+_Event = Callable[..., str]
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    for start in range(0, len(text), max(1, size)):
+        yield text[start : start + size]
+
+
+def _message_events(
+    event: _Event, index: int, item: dict[str, Any], chunk_size: int
+) -> Iterator[str]:
+    """An output message: added, its text part opened, its deltas, then text and part done."""
+    text = item["content"][0]["text"]
+    yield event(
+        "response.output_item.added",
+        output_index=index,
+        item={**item, "status": "in_progress", "content": []},
+    )
+    empty = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+    part = {"item_id": item["id"], "output_index": index, "content_index": 0}
+    yield event("response.content_part.added", **part, part=empty)
+    for piece in _pieces(text, chunk_size):
+        yield event("response.output_text.delta", **part, delta=piece, logprobs=[])
+    yield event("response.output_text.done", **part, text=text, logprobs=[])
+    yield event("response.content_part.done", **part, part=item["content"][0])
+
+
+def _function_call_events(
+    event: _Event, index: int, item: dict[str, Any], chunk_size: int
+) -> Iterator[str]:
+    """A function call: added with no arguments, the arguments' deltas, then done."""
+    yield event(
+        "response.output_item.added",
+        output_index=index,
+        item={**item, "status": "in_progress", "arguments": ""},
+    )
+    arguments = item["arguments"]
+    where = {"item_id": item["id"], "output_index": index}
+    for piece in _pieces(arguments, chunk_size):
+        yield event("response.function_call_arguments.delta", **where, delta=piece)
+    yield event("response.function_call_arguments.done", **where, arguments=arguments)
