@@ -12,8 +12,8 @@ stdlib's ``http.server``, whose bytes on the wire the tests pin) do the same fou
 
 ``UvicornServer`` guards what uvicorn leaves open (measured: a connection that never finishes its
 headers was held for ever): each request's headers must arrive within ``header_timeout``
-seconds of the connection opening or of the previous response, headers are at most
-``max_header_bytes`` (h11's limit), idle keep-alive connections close after
+seconds of the connection opening or of the previous response, headers still incomplete past
+``max_header_bytes`` are refused (h11's limit), idle keep-alive connections close after
 ``keep_alive_timeout`` seconds, and beyond ``limit_concurrency`` connections new requests are
 answered 503. Timeouts on request bodies belong to the app, which reads them.
 """

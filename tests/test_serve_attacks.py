@@ -287,3 +287,24 @@ def test_a_span_naming_our_scope_writes_no_row_of_its_own(receiver: OTLPReceiver
     assert receiver.exporter.force_flush()
     rows = Store(receiver.exporter.settings.db_path).sql("SELECT trace_id, span_id FROM calls")
     assert [tuple(r) for r in rows] == [("4bf92f3577b34da6a3ce929d0e0e4736", f"{6:016x}")]
+
+
+def test_oversized_headers_and_too_many_connections(tmp_path: Path) -> None:
+    """Headers still incomplete past 16 KiB are refused (h11's limit: 400, closed); past
+    ``limit_concurrency``
+    connections a request is answered 503 at once rather than given a thread."""
+    db = tmp_path / "db.duckdb"
+    with OTLPReceiver(db, port=0, token=TOKEN, limit_concurrency=20) as receiver:
+        sock = connect(receiver.url)
+        sock.sendall(post_head(receiver.url, {**PROTOBUF, "x-padding": "x" * 200_000}))
+        status, _, closed = read_reply(sock, timeout=10)
+        assert status == 400 and (closed or read_reply(sock, timeout=10)[2])
+        sock.close()
+        idle = [connect(receiver.url) for _ in range(25)]
+        time.sleep(0.3)
+        body = export_request(span(7, chat_attributes("crowded")))
+        assert _post(receiver.url, body, PROTOBUF, timeout=10)[0] == 503
+        for sock in idle:
+            sock.close()
+        time.sleep(0.3)
+        assert _post(receiver.url, body, PROTOBUF, timeout=10)[0] == 200
