@@ -270,7 +270,7 @@ def _depth(value: Any) -> int:
     return 1
 
 
-@settings(max_examples=300, deadline=timedelta(seconds=5))
+@settings(max_examples=150, deadline=timedelta(seconds=5))
 @given(request=export_requests(), factor=st.integers(1, 8))
 def test_decoding_is_bounded_in_depth_and_in_output(
     request: ExportTraceServiceRequest, factor: int
