@@ -43,8 +43,8 @@ _COLUMN_ATTRIBUTES = frozenset(
 # images and files (base64, URLs) are left as they are; the others are redacted string by string.
 _MESSAGE_ATTRIBUTES = (sc.INPUT_MESSAGES, sc.OUTPUT_MESSAGES, sc.SYSTEM_INSTRUCTIONS)
 _CONTENT_ATTRIBUTES = (*_MESSAGE_ATTRIBUTES, sc.TOOL_DEFINITIONS, sc.REQUEST_OPTIONS)
-# Not redacted as text: the content (redacted once parsed) and the enumerations the views key on.
-_NOT_TEXT = frozenset({*_CONTENT_ATTRIBUTES, sc.OPERATION_NAME, sc.RESPONSE_FINISH_REASONS})
+# Not redacted as text: the content (redacted once parsed) and the operation (a known name).
+_NOT_TEXT = frozenset({*_CONTENT_ATTRIBUTES, sc.OPERATION_NAME})
 
 # The GenAI operations that are one model call with messages in and out (not agents, tools or
 # embeddings): the calls a chat fine-tuning dataset is made of.
@@ -56,8 +56,9 @@ def is_genai_span(span: ReadableSpan) -> bool:
     """A model call span, from our instrumentor or any other that follows the GenAI conventions;
     not a second record of a call that ours traced too."""
     attrs = span.attributes
-    if not attrs or attrs.get(sc.OPERATION_NAME) not in _CALL_OPERATIONS:
-        return False
+    operation = attrs.get(sc.OPERATION_NAME) if attrs else None
+    if not isinstance(operation, str) or operation not in _CALL_OPERATIONS:
+        return False  # also any value a receiver decoded that is not text (a kvlist, a list)
     scope = span.instrumentation_scope
     if scope is not None and scope.name == OUR_SCOPE:
         return True
@@ -81,8 +82,8 @@ def _parsed(attrs: Mapping[str, Any], key: str) -> JSONValue | None:
 def _redacted_attribute(redactor: Redactor, value: Any) -> Any:
     if isinstance(value, str):
         return redactor.text(value)
-    if isinstance(value, tuple | list):
-        return tuple(redactor.text(v) if isinstance(v, str) else v for v in value)
+    if isinstance(value, tuple | list | Mapping):  # received OTLP arrays and kvlists too
+        return redactor.value(value)
     return value
 
 

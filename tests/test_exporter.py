@@ -205,3 +205,37 @@ def test_our_own_spans_are_not_redacted_twice(tmp_path: Path) -> None:
     store = _export(tmp_path, [_span({}), _span({}, scope="someone.else")], redact=shout)
     rows = store.sql("SELECT scope_name, input_messages FROM calls ORDER BY scope_name").rows
     assert [(r[0], "HI" in r[1]) for r in rows] == [(OUR_SCOPE, False), ("someone.else", True)]
+
+
+@pytest.mark.parametrize("redact", [None, ["api_key"]])
+def test_values_a_receiver_decodes_from_kvlists_and_arrays_never_break_export(
+    tmp_path: Path, redact: list[str] | None
+) -> None:
+    # OTLP lets a sender put a kvlist or an array wherever a string is expected; the receiver
+    # hands them on as dicts and lists, which the SDK's own spans never hold.
+    from opentelemetry.sdk.trace import ReadableSpan as Span
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext
+
+    odd: list[Any] = [{"k": _SECRET}, [_SECRET, {"x": [1]}], {"nested": {"deeper": [None]}}]
+    keys = ["gen_ai.request.model", "gen_ai.response.id", "gen_ai.provider.name", "error.type",
+            "finetuner.dataset", "gen_ai.response.finish_reasons", "gen_ai.usage.input_tokens",
+            "gen_ai.input.messages", "finetuner.purpose", "app.other"]  # fmt: skip
+    spans = [
+        Span(
+            name="chat",
+            context=SpanContext(7, i + 1, is_remote=False),
+            attributes={"gen_ai.operation.name": "chat", **{key: value for key in keys}},
+            instrumentation_scope=InstrumentationScope("someone.else"),
+            start_time=1_780_000_000 * 10**9,
+            end_time=1_780_000_001 * 10**9,
+        )
+        for i, value in enumerate(odd)
+    ]
+    operation = {"gen_ai.operation.name": {"a": 1}}
+    odd_op = Span(name="x", context=SpanContext(7, 99, False), attributes=operation)
+    store = _export(tmp_path, [*spans, odd_op], redact=redact)
+    rows = store.sql("SELECT dataset, trainable FROM calls").rows
+    assert rows == [("default", False)] * len(odd)
+    if redact:
+        assert all(_SECRET.encode() not in data for data in _stored_bytes(tmp_path))
