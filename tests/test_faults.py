@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -76,6 +77,8 @@ def test_an_unwritable_spool_holds_spans_then_writes_them(tmp_path: Path) -> Non
     assert exporter.force_flush() is True
     assert exporter.spans_held == 0
     assert _answers(db) == [f"a{i}" for i in range(2, 7)]
+    (count,) = spool.glob("dropped-*.json")  # the count for `finetuner doctor`, owner-only
+    assert stat.S_IMODE(count.stat().st_mode) == 0o600
     exporter.shutdown()
     out = io.StringIO()
     main(["--db", str(db), "--json", "doctor"], out=out, err=io.StringIO())
