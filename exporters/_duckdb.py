@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from finetuner_otel._errors import StoreError
 from finetuner_otel._redact import Redactor, RedactSpec, from_environment, make_redactor
 from finetuner_otel._settings import Settings
-from finetuner_otel.store._spool import ingest, write_private, write_spool
+from finetuner_otel.store.spool import ingest, write_private, write_spool
 
 from ._spans import is_genai_span, span_to_line
 

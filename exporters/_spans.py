@@ -17,7 +17,7 @@ from opentelemetry.trace import StatusCode
 from finetuner_otel import _semconv as sc
 from finetuner_otel._ownership import traced_by_us_too
 from finetuner_otel._redact import Redactor
-from finetuner_otel.store._rows import CallRecord, JSONValue, encode_row, parse_json
+from finetuner_otel.store.spool import CallRecord, JSONValue, encode_row, parse_json
 
 # Attributes stored in columns of their own, and so left out of the ``attributes`` column.
 _COLUMN_ATTRIBUTES = frozenset(
