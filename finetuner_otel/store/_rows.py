@@ -136,31 +136,17 @@ class CallRecord:
 def encode_row(record: CallRecord) -> str:
     """The spool line of one call: a JSON object whose keys are exactly the ingest columns
     (a test holds them equal to ``INGEST_COLUMNS``), with no raw line break in it."""
-    trace_id = format(record.trace_id, "032x")
-    span_id = format(record.span_id, "016x")
     start, end = record.start_ns, record.end_ns
     dataset, refused = _dataset(record.dataset)
     attributes = record.attributes
     if refused is not None:
         attributes = {**attributes, DATASET_REFUSED: refused}
     reason = _untrainable_reason(record, attributes)
-    parent = record.parent_span_id
-    # The span's identity, and its start time: OTel draws ids from the global `random` module,
-    # so an app that seeds it (as ML code often does) makes the same ids in every run; with the
-    # time in the key, those calls are not taken for repeats of each other.
-    row_id = f"{trace_id}{span_id}{start:016x}"
     # Written field by field rather than through one dumps() of a dict: this is the hottest
     # loop of the export thread. Only fixed text, hex, numbers and json's escaped output here.
     return "".join(
         (
-            '{"id":"',
-            row_id,
-            '","trace_id":"',
-            trace_id,
-            '","span_id":"',
-            span_id,
-            '","parent_span_id":',
-            f'"{parent:016x}"' if parent is not None else "null",
+            _identity(record),
             ',"dataset":',
             _encode_string(dataset),
             ',"operation":',
@@ -213,6 +199,21 @@ def encode_row(record: CallRecord) -> str:
             json_text(attributes) if attributes else "{}",
             "}",
         )
+    )
+
+
+def _identity(record: CallRecord) -> str:
+    """The row's first fields: its key and the span's ids."""
+    trace_id = format(record.trace_id, "032x")
+    span_id = format(record.span_id, "016x")
+    parent = record.parent_span_id
+    # The span's identity, and its start time: OTel draws ids from the global `random` module,
+    # so an app that seeds it (as ML code often does) makes the same ids in every run; with the
+    # time in the key, those calls are not taken for repeats of each other.
+    return (
+        f'{{"id":"{trace_id}{span_id}{record.start_ns:016x}","trace_id":"{trace_id}",'
+        f'"span_id":"{span_id}","parent_span_id":'
+        + (f'"{parent:016x}"' if parent is not None else "null")
     )
 
 
