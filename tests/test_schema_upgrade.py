@@ -10,13 +10,17 @@ same rows its own old views gave before the upgrade.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from finetuner_otel import SchemaError, Store
+from finetuner_otel._cot import split_rationale
 from finetuner_otel.store._schema import (
     INGEST_COLUMNS,
     MIGRATIONS,
@@ -307,3 +311,39 @@ def test_the_store_status_names_a_newer_versions_migrations(tmp_path: Path) -> N
     status = Store(db).schema_status()
     assert status.unknown == ("9999_future",) and not status.up_to_date
     assert Store(tmp_path / "none.duckdb").schema_status().applied == ()
+
+
+_PIECES = [
+    "<reasoning>",
+    "</reasoning>",
+    "<answer>",
+    "</answer>",
+    " ",
+    "\n",
+    "\t",
+    "\r",
+    "x",
+    "y z",
+]
+
+
+@pytest.fixture(scope="module")
+def views() -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(":memory:")
+    migrate(con, ":memory:")
+    yield con
+    con.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_PIECES), max_size=12))
+def test_the_sql_split_of_chain_of_thought_is_the_python_one(
+    views: duckdb.DuckDBPyConnection, pieces: list[str]
+) -> None:
+    """views.sql's cot_split() is made from _cot.PATTERN: SQL and Python split a completion
+    alike (an empty reasoning is NULL in SQL, '' in Python)."""
+    text = "".join(pieces)
+    reasoning, answer = split_rationale(text)
+    assert views.execute("SELECT cot_split(?)", [text]).fetchone() == (
+        {"rationale": reasoning or None, "answer": answer},
+    )
