@@ -227,6 +227,16 @@ def test_the_sandbox_is_what_duckdb_reports(victim: Victim) -> None:
     assert found["allowed_directories"] == "[]"
 
 
+def test_a_path_given_as_a_parameter_is_refused_too(victim: Victim) -> None:
+    before = _snapshot(victim.root)
+    for path in ("/etc/passwd", str(victim.beside), str(victim.link)):
+        with pytest.raises(StoreError, match="reaches nothing but the store"):
+            victim.store.sql("SELECT * FROM read_blob(?)", [path])
+    with pytest.raises(StoreError, match="reaches nothing but the store"):
+        victim.store.sql("SELECT * FROM read_csv(?, sep = ':')", ["/etc/passwd"])
+    assert _snapshot(victim.root) == before
+
+
 def test_one_statement_at_a_time(victim: Victim) -> None:
     with pytest.raises(StoreError, match="runs one statement, and this is 2"):
         victim.store.sql("SELECT 1; SELECT 2")
