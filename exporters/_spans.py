@@ -55,8 +55,8 @@ OUR_SCOPE = "finetuner_otel.instrumentation"
 def is_genai_span(span: ReadableSpan) -> bool:
     """A model call span, from our instrumentor or any other that follows the GenAI conventions;
     not a second record of a call that ours traced too."""
-    attrs = span.attributes
-    operation = attrs.get(sc.OPERATION_NAME) if attrs else None
+    attrs = span.attributes or {}
+    operation = attrs.get(sc.OPERATION_NAME)
     if not isinstance(operation, str) or operation not in _CALL_OPERATIONS:
         return False  # also any value a receiver decoded that is not text (a kvlist, a list)
     scope = span.instrumentation_scope

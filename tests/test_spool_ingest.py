@@ -171,6 +171,11 @@ def test_the_write_ahead_log_and_every_spool_file_are_owner_only(
         con.execute("INSERT INTO scratch VALUES (1)")
         wal = Path(f"{db}.wal")
         assert wal.exists() and _mode(wal) == 0o600  # DuckDB's own default would be 0644
+        # Where DuckDB spills a large query's rows (it would make it 0755, its files 0644).
+        assert _mode(Path(f"{db}.tmp")) == 0o700
+    assert not Path(f"{db}.tmp").exists()  # and tidied away, as DuckDB does its own
+    with connect(db, read_only=True):
+        assert _mode(Path(f"{db}.tmp")) == 0o700
 
     # A checkpoint at each commit (DuckDB deletes the log then, and makes it anew at the next
     # one): the log is owner-only at every commit of an ingest, watched while it runs.

@@ -9,6 +9,7 @@ until ``wait`` seconds have passed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -92,12 +93,14 @@ def connect(
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
-        if not read_only:
-            _private_wal(con, path)
+        if not sandbox:  # (the sandbox neither writes nor spills)
+            _private_files(con, path, read_only)
         try:
             yield con
         finally:
             con.close()
+            if not sandbox:
+                _tidy_spill_dir(path)
 
 
 def _open(path: Path, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
@@ -111,7 +114,7 @@ def _open(path: Path, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPy
         return con
     if read_only or path.exists():
         return duckdb.connect(str(path), read_only=read_only, config=dict(_CONFIG))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     con = duckdb.connect(str(path), read_only=False, config=dict(_CONFIG))
     os.chmod(path, 0o600)  # captured prompts are private: readable by their owner only
     return con
@@ -147,9 +150,42 @@ def keep_wal_private(path: Path) -> None:
         os.close(fd)
 
 
-def _private_wal(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _spill_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")  # DuckDB's default temp_directory
+
+
+def _private_files(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+    """The log (for a write connection) and the directory DuckDB spills a large query's rows
+    into (it makes ``<store>.tmp/`` 0755, its files 0644): made owner-only before DuckDB makes
+    them, so what it writes there is its owner's alone."""
     try:
-        keep_wal_private(path)
+        if not read_only:
+            keep_wal_private(path)
+        spill = _spill_dir(path)
+        try:
+            os.mkdir(spill, 0o700)
+        except FileExistsError:
+            if spill.is_dir() and not spill.is_symlink():
+                with contextlib.suppress(OSError):  # left by a DuckDB that crashed
+                    os.chmod(spill, 0o700)
     except OSError as exc:
+        if read_only:
+            return  # a reader in a directory it cannot write: DuckDB cannot spill there either
         con.close()
         raise StoreError(f"cannot write beside the store {path}: {exc}") from exc
+
+
+def _tidy_spill_dir(path: Path) -> None:
+    # DuckDB removes the spill directory it made, not one made for it; another connection's
+    # files in it keep it (rmdir only removes an empty one).
+    with contextlib.suppress(OSError):
+        os.rmdir(_spill_dir(path))
+
+
+def private_dir(path: Path) -> None:
+    """``path`` and each missing parent, made owner-only (0700)."""
+    if path.is_dir():
+        return
+    if not path.parent.exists():
+        private_dir(path.parent)
+    path.mkdir(mode=0o700, exist_ok=True)

@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 
 from .._errors import StoreError
-from ._connection import connect, keep_wal_private
+from ._connection import connect, keep_wal_private, private_dir
 from ._schema import INGEST_COLUMNS, migrate
 
 logger = logging.getLogger("finetuner_otel.store")
@@ -69,11 +69,7 @@ def _fsync_dir(path: Path) -> None:
 
 def ensure_dir(path: Path) -> None:
     """``path`` and each missing parent, made owner-only (0700)."""
-    if path.is_dir():
-        return
-    if not path.parent.exists():
-        ensure_dir(path.parent)
-    path.mkdir(mode=0o700, exist_ok=True)
+    private_dir(path)
 
 
 def _write_new(path: Path, data: bytes, *, sync: bool = True) -> None:
