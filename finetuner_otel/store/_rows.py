@@ -45,7 +45,7 @@ def _finite_float(text: str) -> float:
 
 
 # Strict: what it accepts, DuckDB's JSON reader accepts too.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 
 class JSONValue:
@@ -75,7 +75,7 @@ def parse_json(raw: str) -> JSONValue | None:
     writes the parsed value afresh.
     """
     try:
-        value = _DECODER.decode(raw)
+        value = STRICT_JSON.decode(raw)
     except (ValueError, RecursionError):
         return None
     if "\n" in raw or "\r" in raw or "\\ud" in raw or "\\uD" in raw:

@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
 from .._errors import StoreError
 from ._connection import connect, keep_wal_private, private_dir
+from ._rows import STRICT_JSON
 from ._schema import INGEST_COLUMNS, migrate
 
 logger = logging.getLogger("finetuner_otel.store")
@@ -281,17 +280,10 @@ def _salvage(con: duckdb.DuckDBPyConnection, db_path: Path, spool_dir: Path, fil
     return 1 if good else 0
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
-
-
 def _not_a_row(line: bytes) -> str | None:
     """Why a line cannot be a row before DuckDB is asked (not JSON, not an object), or None."""
     try:
-        value = _DECODER.decode(line.decode("utf-8"))
+        value = STRICT_JSON.decode(line.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         return f"Malformed JSON: {str(exc)[:200]}"
     if not isinstance(value, dict):
