@@ -1,21 +1,23 @@
 """OTLP trace exports (protobuf or OTLP/JSON) decoded into SDK ``ReadableSpan``\\ s, bounded.
 
-A sender chooses every byte of a request, so decoding is bounded in the two ways a small request
+A sender chooses every byte of a request, so decoding is bounded in the ways a small request
 can grow: in depth (an ``AnyValue`` nested deeper than ``MAX_DEPTH`` levels is replaced by
-``DEEP_MARKER``, and the span is kept) and in size (a request whose decoded spans, each counted
-with its resource and scope, come to more than ``budget`` characters is refused whole with
-``DecodedTooLarge``, a 413). Values are decoded once, into the shapes the OTel SDK itself holds
-(arrays as tuples, key-value lists as dicts, bytes as bytes), and never into JSON text: the store's
-row encoder encodes each of them once. (Before, each key-value list was JSON text re-escaped inside
-its parent's: 30 nested levels in a 753-byte request made gigabytes.)
+``DEEP_MARKER``, and the span is kept) and in size (past a budget of characters, counting each
+span with its resource and scope and every value and container at a minimum cost, the request is
+refused whole with ``DecodedTooLarge``, a 413). Values are decoded once, into the shapes the OTel
+SDK itself holds (arrays as tuples, key-value lists as dicts, bytes as bytes), never into JSON
+text: the store's row encoder encodes each of them once. (Before, each key-value list was JSON
+text re-escaped inside its parent's: 30 nested levels in a 753-byte request made gigabytes.)
+
+Both encodings are read by one walker (``_walk``) through a small ``Format``: protobuf by the
+generated classes (upb, in C), OTLP/JSON from ``json.loads`` by ``_otlp_json`` (protobuf's own
+JSON mapping took 44 s for 15 MB of empty objects, 9 µs an object, with no way to stop it early).
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -29,9 +31,11 @@ from ._errors import ConfigurationError
 # OTel SDKs write flat attributes, GenAI messages as structured values need 5 or 6 levels.
 MAX_DEPTH = 16
 DEEP_MARKER = f"[finetuner: value nested deeper than {MAX_DEPTH} levels, left out]"
-# What one decoded value costs beyond its characters, so that millions of empty values count.
-VALUE_COST = 8
-SPAN_COST = 64
+# What one decoded value, and one span or resource or scope container, costs beyond its
+# characters: about the memory of its Python object, so that millions of empty ones (2 bytes
+# each on the wire) stop the walk early. A real span's values cost about their size on the wire.
+VALUE_COST = 32
+SPAN_COST = 128
 
 _KINDS = {
     1: SpanKind.INTERNAL,
@@ -42,6 +46,8 @@ _KINDS = {
 }
 _STATUS = {0: StatusCode.UNSET, 1: StatusCode.OK, 2: StatusCode.ERROR}
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+JSON_TYPES = ("application/json",)
+PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf", "")
 
 
 class BadPayload(ValueError):
@@ -76,66 +82,8 @@ def empty_response() -> bytes:
     return bytes(_proto().ExportTraceServiceResponse().SerializeToString())
 
 
-def _dicts(parent: Any, key: str) -> Iterator[dict[str, Any]]:
-    items = parent.get(key) if isinstance(parent, dict) else None
-    for item in items if isinstance(items, list) else ():
-        if isinstance(item, dict):
-            yield item
-
-
-def _hex_to_base64(obj: dict[str, Any], keys: Iterable[str]) -> None:
-    for key in keys:
-        value = obj.get(key)
-        if isinstance(value, str) and value:
-            try:
-                obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
-            except ValueError:
-                raise BadPayload(f"{key} {value[:40]!r} is not hex") from None
-
-
-def _json_ids(document: Any) -> Any:
-    """OTLP/JSON writes ids as hex; protobuf's JSON mapping reads bytes as base64. Only the id
-    fields of spans and their links are rewritten (walked by name, never by recursion)."""
-    if not isinstance(document, dict):
-        raise BadPayload("an OTLP/JSON trace export is an object with resourceSpans")
-    for resource_spans in _dicts(document, "resourceSpans"):
-        for scope_spans in _dicts(resource_spans, "scopeSpans"):
-            for span in _dicts(scope_spans, "spans"):
-                _hex_to_base64(span, ("traceId", "spanId", "parentSpanId"))
-                for link in _dicts(span, "links"):
-                    _hex_to_base64(link, ("traceId", "spanId"))
-    return document
-
-
-def parse_request(body: bytes, content_type: str) -> Any:
-    """An ExportTraceServiceRequest from a protobuf or OTLP/JSON body."""
-    pb = _proto()
-    request = pb.ExportTraceServiceRequest()
-    kind = content_type.split(";", 1)[0].strip().lower()
-    try:
-        if kind == "application/json":
-            from google.protobuf import json_format
-
-            # OTLP/JSON: receivers MUST ignore unknown fields (newer senders add some).
-            document = _json_ids(json.loads(body))
-            json_format.ParseDict(document, request, ignore_unknown_fields=True)
-        elif kind in ("application/x-protobuf", "application/protobuf", ""):
-            request.ParseFromString(body)
-        else:
-            raise BadPayload(
-                f"unsupported content-type {content_type!r}; send application/x-protobuf or "
-                f"application/json"
-            )
-    except BadPayload:
-        raise
-    except Exception as exc:  # protobuf's, json's and RecursionError: all the sender's doing
-        message = str(exc)[:300]
-        raise BadPayload(f"not an OTLP trace export: {type(exc).__name__}: {message}") from None
-    return request
-
-
-class _Decoder:
-    """AnyValues to Python values, spending a budget of characters as it goes."""
+class Budget:
+    """Characters left to decode; ``spend`` raises DecodedTooLarge past the end."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
@@ -146,107 +94,185 @@ class _Decoder:
         if self.left < 0:
             raise DecodedTooLarge(self.budget)
 
+
+class SpanFields(NamedTuple):
+    """One span as read from the wire, its attributes decoded."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    name: str
+    kind: int
+    start: int
+    end: int
+    attributes: dict[str, Any]
+    status_code: int
+    status_message: str
+
+
+class Format(Protocol):
+    """How one encoding reads the levels of an export; each call spends from the budget."""
+
+    def resource_spans(self, request: Any) -> Iterable[Any]: ...
+    def resource_attributes(self, resource_spans: Any) -> dict[str, Any]: ...
+    def scope_spans(self, resource_spans: Any) -> Iterable[Any]: ...
+    def scope(self, scope_spans: Any) -> tuple[str, str]: ...
+    def spans(self, scope_spans: Any) -> Iterable[Any]: ...
+    def span(self, span: Any) -> SpanFields: ...
+
+
+class _Protobuf:
+    """The generated protobuf classes' view of an export."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+
     def value(self, any_value: Any, depth: int = 1) -> Any:
         kind = any_value.WhichOneof("value")
-        self.spend(VALUE_COST)
+        self.budget.spend(VALUE_COST)
         if kind is None:
             return None
         if kind in ("array_value", "kvlist_value") and depth >= MAX_DEPTH:
-            self.spend(len(DEEP_MARKER))
+            self.budget.spend(len(DEEP_MARKER))
             return DEEP_MARKER
         if kind == "array_value":
             return tuple(self.value(v, depth + 1) for v in any_value.array_value.values)
         if kind == "kvlist_value":
             out = {}
             for kv in any_value.kvlist_value.values:
-                self.spend(len(kv.key))
+                self.budget.spend(len(kv.key))
                 out[kv.key] = self.value(kv.value, depth + 1)
             return out
         if kind == "string_value":
             text: str = any_value.string_value
-            self.spend(len(text))
+            self.budget.spend(len(text))
             return text
         if kind == "bytes_value":
             data: bytes = any_value.bytes_value
-            self.spend(len(data) * 4 // 3)  # stored as base64
+            self.budget.spend(len(data) * 4 // 3)  # stored as base64
             return data
         return getattr(any_value, kind)  # bool, int, double
 
     def attributes(self, key_values: Any) -> dict[str, Any]:
         out = {}
         for kv in key_values:
-            self.spend(len(kv.key))
+            self.budget.spend(len(kv.key))
             value = self.value(kv.value)
             if value is not None and kv.key:
                 out[kv.key] = value
         return out
 
-    def cost_of(self, before: int) -> int:
-        return before - self.left
+    def resource_spans(self, request: Any) -> Iterable[Any]:
+        return request.resource_spans  # type: ignore[no-any-return]
 
+    def resource_attributes(self, resource_spans: Any) -> dict[str, Any]:
+        return self.attributes(resource_spans.resource.attributes)
 
-def _span_id_bytes(span: Any) -> tuple[bytes, bytes]:
-    trace_id, span_id = bytes(span.trace_id), bytes(span.span_id)
-    if len(trace_id) != 16 or len(span_id) != 8:
-        raise BadPayload(
-            f"span {span.name[:80]!r} has a trace id of {len(trace_id)} bytes and a span id of "
-            f"{len(span_id)} bytes; OTLP ids are 16 and 8 bytes"
+    def scope_spans(self, resource_spans: Any) -> Iterable[Any]:
+        return resource_spans.scope_spans  # type: ignore[no-any-return]
+
+    def scope(self, scope_spans: Any) -> tuple[str, str]:
+        return scope_spans.scope.name, scope_spans.scope.version
+
+    def spans(self, scope_spans: Any) -> Iterable[Any]:
+        return scope_spans.spans  # type: ignore[no-any-return]
+
+    def span(self, span: Any) -> SpanFields:
+        return SpanFields(
+            trace_id=bytes(span.trace_id),
+            span_id=bytes(span.span_id),
+            parent_span_id=bytes(span.parent_span_id),
+            name=span.name,
+            kind=span.kind,
+            start=span.start_time_unix_nano,
+            end=span.end_time_unix_nano,
+            attributes=self.attributes(span.attributes),
+            status_code=span.status.code,
+            status_message=span.status.message,
         )
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        raise BadPayload(f"span {span.name[:80]!r} has an all-zero (invalid) trace or span id")
-    return trace_id, span_id
 
 
-def _span(
-    span: Any, decoder: _Decoder, resource: Resource, scope: InstrumentationScope
-) -> ReadableSpan:
-    raw_trace, raw_span = _span_id_bytes(span)
-    trace_id = int.from_bytes(raw_trace, "big")
+def _readable(fields: SpanFields, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
+    name = fields.name
+    if len(fields.trace_id) != 16 or len(fields.span_id) != 8:
+        raise BadPayload(
+            f"span {name[:80]!r} has a trace id of {len(fields.trace_id)} bytes and a span id "
+            f"of {len(fields.span_id)} bytes; OTLP ids are 16 and 8 bytes"
+        )
+    if fields.trace_id == _ZERO_TRACE or fields.span_id == _ZERO_SPAN:
+        raise BadPayload(f"span {name[:80]!r} has an all-zero (invalid) trace or span id")
+    trace_id = int.from_bytes(fields.trace_id, "big")
     context = SpanContext(
         trace_id,
-        int.from_bytes(raw_span, "big"),
+        int.from_bytes(fields.span_id, "big"),
         is_remote=False,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
-    parent_id = bytes(span.parent_span_id)
+    parent_id = fields.parent_span_id
     parent = (
         SpanContext(trace_id, int.from_bytes(parent_id, "big"), True)
         if len(parent_id) == 8 and parent_id != _ZERO_SPAN
         else None
     )
-    name: str = span.name
-    message: str = span.status.message
-    decoder.spend(SPAN_COST + len(name) + len(message))
     return ReadableSpan(
         name=name,
         context=context,
         parent=parent,
         resource=resource,
-        attributes=decoder.attributes(span.attributes),
-        kind=_KINDS.get(span.kind, SpanKind.INTERNAL),
-        status=Status(_STATUS.get(span.status.code, StatusCode.UNSET), message or None),
-        start_time=span.start_time_unix_nano,
-        end_time=span.end_time_unix_nano or span.start_time_unix_nano,
+        attributes=fields.attributes,
+        kind=_KINDS.get(fields.kind, SpanKind.INTERNAL),
+        status=Status(
+            _STATUS.get(fields.status_code, StatusCode.UNSET), fields.status_message or None
+        ),
+        start_time=fields.start,
+        end_time=fields.end or fields.start,
         instrumentation_scope=scope,
     )
 
 
-def spans_of(request: Any, budget: int) -> list[ReadableSpan]:
-    """The request's spans as SDK ReadableSpans, resource and scope included; raises
-    BadPayload for a span without valid ids, DecodedTooLarge past ``budget`` characters (each
-    span pays for its resource and scope as well: a row may carry them)."""
-    decoder = _Decoder(budget)
+def _walk(request: Any, form: Format, budget: Budget) -> list[ReadableSpan]:
+    """The spans of an export; each pays for its resource and scope too (a row may carry
+    them), and each container costs SPAN_COST, so that empty ones cannot be sent by millions."""
     spans: list[ReadableSpan] = []
-    for resource_spans in request.resource_spans:
-        before = decoder.left
-        resource = Resource(decoder.attributes(resource_spans.resource.attributes))
-        resource_cost = decoder.cost_of(before)
-        for scope_spans in resource_spans.scope_spans:
-            name: str = scope_spans.scope.name
-            version: str = scope_spans.scope.version
+    for resource_spans in form.resource_spans(request):
+        budget.spend(SPAN_COST)
+        before = budget.left
+        attributes = form.resource_attributes(resource_spans)
+        resource_cost = before - budget.left
+        resource: Resource | None = None  # made on its first span
+        for scope_spans in form.scope_spans(resource_spans):
+            budget.spend(SPAN_COST)
+            name, version = form.scope(scope_spans)
             scope = InstrumentationScope(name, version or None)
             scope_cost = len(name) + len(version)
-            for span in scope_spans.spans:
-                decoder.spend(resource_cost + scope_cost)
-                spans.append(_span(span, decoder, resource, scope))
+            for span in form.spans(scope_spans):
+                budget.spend(SPAN_COST + resource_cost + scope_cost)
+                fields = form.span(span)
+                budget.spend(len(fields.name) + len(fields.status_message))
+                if resource is None:
+                    resource = Resource(attributes)
+                spans.append(_readable(fields, resource, scope))
     return spans
+
+
+def decode_request(body: bytes, content_type: str, budget: int) -> list[ReadableSpan]:
+    """The spans of a protobuf or OTLP/JSON trace export, as SDK ReadableSpans. Raises
+    BadPayload (with the reason) or DecodedTooLarge (past ``budget`` characters)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    spend = Budget(budget)
+    if kind in JSON_TYPES:
+        from ._otlp_json import Json, load
+
+        return _walk(load(body), Json(spend), spend)
+    if kind not in PROTOBUF_TYPES:
+        raise BadPayload(
+            f"unsupported content-type {content_type!r}; send application/x-protobuf or "
+            f"application/json"
+        )
+    request = _proto().ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except Exception as exc:  # protobuf's DecodeError, a depth past its limit: the sender's
+        message = str(exc)[:300]
+        raise BadPayload(f"not an OTLP trace export: {type(exc).__name__}: {message}") from None
+    return _walk(request, _Protobuf(spend), spend)

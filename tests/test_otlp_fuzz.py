@@ -35,7 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from finetuner_otel import Store
 from finetuner_otel._json import dumps
-from finetuner_otel._otlp import MAX_DEPTH, BadPayload, DecodedTooLarge, parse_request, spans_of
+from finetuner_otel._otlp import MAX_DEPTH, BadPayload, DecodedTooLarge, decode_request
 from finetuner_otel._serve import OTLPReceiver
 
 from ._otlp_requests import OUR_SCOPE, address, chat_attributes, export_request, text
@@ -278,7 +278,7 @@ def test_decoding_is_bounded_in_depth_and_in_output(
     body = request.SerializeToString()
     budget = factor * (len(body) + 1)
     try:
-        spans = spans_of(parse_request(body, "application/x-protobuf"), budget)
+        spans = decode_request(body, "application/x-protobuf", budget)
     except (BadPayload, DecodedTooLarge):
         return
     encoded = 0
@@ -343,3 +343,39 @@ def test_structured_values_where_text_is_expected_are_no_500(receiver: OTLPRecei
         assert (key, response.status) == (key, 200), response.read()
         response.read()
     connection.close()
+
+
+def _comparable(span: Any) -> tuple[Any, ...]:
+    """A decoded span as plain values, NaN made comparable."""
+    return (
+        span.context.trace_id,
+        span.context.span_id,
+        span.parent.span_id if span.parent else None,
+        span.name,
+        span.kind,
+        span.start_time,
+        span.end_time,
+        span.status.status_code,
+        span.status.description,
+        span.instrumentation_scope.name,
+        repr(dict(span.attributes or {})),
+        repr(dict(span.resource.attributes)),
+    )
+
+
+@settings(max_examples=100, deadline=timedelta(seconds=5))
+@given(request=export_requests())
+def test_protobuf_and_otlp_json_decode_alike(request: ExportTraceServiceRequest) -> None:
+    """Two readers, one meaning: the same export in either encoding gives the same spans, or
+    the same refusal."""
+    budget = 1 << 30
+
+    def decoded(body: bytes, content_type: str) -> Any:
+        try:
+            return [_comparable(s) for s in decode_request(body, content_type, budget)]
+        except BadPayload:
+            return "refused"
+
+    as_protobuf = decoded(request.SerializeToString(), "application/x-protobuf")
+    as_json = decoded(json.dumps(_otlp_json(request)).encode(), "application/json")
+    assert as_json == as_protobuf
