@@ -249,9 +249,9 @@ def test_table_exports(capture, server: OpenAIServer, tmp_path: Path) -> None:
 
     hf = dataset.to_hf()
     assert hf.num_rows == 4 and hf.column_names == ["messages", "tools"]
-    # the image example has content parts, so every content is a list of parts here
-    assert hf[0]["messages"][-1]["content"][0]["text"] == "Paris"
-    assert hf[3]["messages"][0]["content"][1]["image_url"]["url"] == "https://x.test/cat.png"
+    # issue 20: only the message with an image keeps parts (HF's), every other content is a string
+    assert hf[0]["messages"][-1]["content"] == "Paris"
+    assert hf[3]["messages"][0]["content"][1] == {"type": "image", "url": "https://x.test/cat.png"}
     assert json.loads(hf[1]["tools"]) == dataset[1].tools
 
 

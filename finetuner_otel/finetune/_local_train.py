@@ -46,8 +46,9 @@ def train(job_dir: Path) -> None:
     from trl import SFTTrainer
 
     device, tokenizer, model = _load(job["base_model"])
-    train_data = _chat_data(job["train_path"])
-    eval_data = _chat_data(job["validation_path"]) if job.get("validation_path") else None
+    train_data = chat_dataset(job["train_path"], tokenizer)
+    validation = job.get("validation_path")
+    eval_data = chat_dataset(validation, tokenizer) if validation else None
     trainer = SFTTrainer(
         model=model,
         args=_config(job_dir, job, device, validating=eval_data is not None),
@@ -105,13 +106,29 @@ def _load(base_model: str) -> tuple[str, Any, Any]:
     return device, tokenizer, model
 
 
-def _chat_data(path: str) -> Any:
-    """A chat fine-tuning JSONL file as a dataset of its ``messages`` only."""
-    import datasets
+def chat_dataset(path: str, tokenizer: Any) -> Any:
+    """A chat fine-tuning JSONL file as the dataset TRL trains on: each example converted for
+    HF chat templates (``finetuner_otel._hf``: text parts as strings, arguments as objects,
+    ``tools`` kept), every one rendered through ``tokenizer``'s template first, so an example
+    it refuses is named before training starts. Images are refused: this trainer fine-tunes
+    text models (a vision model needs its processor's image inputs, not only the template)."""
+    from .._hf import HFConversionError, check_template, has_images, hf_dataset, hf_records
 
-    data = datasets.load_dataset("json", data_files=path, split="train")
-    keep = [c for c in data.column_names if c == "messages"]
-    return data.select_columns(keep)
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    ids = [f"{Path(path).name} line {n + 1}" for n in range(len(records))]
+    rows = hf_records(records, ids)
+    with_images = [
+        (i, "it has images") for i, r in zip(ids, rows, strict=True) if has_images(r["messages"])
+    ]
+    if with_images:
+        raise HFConversionError(
+            f"the local trainer fine-tunes text models; {len(with_images)} example(s) have "
+            f"images ({', '.join(i for i, _ in with_images[:5])}): leave them out",
+            with_images,
+        )
+    check_template(tokenizer, rows, ids)
+    return hf_dataset(rows)
 
 
 def _config(job_dir: Path, job: dict[str, Any], device: str, *, validating: bool) -> Any:

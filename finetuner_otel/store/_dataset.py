@@ -445,30 +445,18 @@ class Dataset(Sequence[Example]):
 
     def to_hf(self) -> Any:
         """The examples as a Hugging Face ``datasets.Dataset`` with a ``messages`` column (the
-        conversational format TRL's trainers take) and ``tools`` as JSON text where any example
-        has tools. Needs the ``datasets`` package."""
+        conversational format TRL's trainers take), converted for HF chat templates by
+        ``finetuner_otel._hf`` (text parts as one string, tool-call arguments as objects, images
+        as HF image parts), and ``tools`` as JSON text where any example has tools. Needs the
+        ``datasets`` package."""
+        # --- issue 20: the one OpenAI -> HF conversion lives in finetuner_otel/_hf.py ---
         _require("datasets", "hf")
-        import datasets
+        from .._hf import hf_dataset, hf_records
 
-        records = []
-        has_tools = any(e.tools for e in self.examples)
-        conversations = [[*e.messages, e.completion] for e in self.examples]
-        # One Arrow column holds content of one type: where any is a list of parts, text
-        # content becomes a one-part list too (chat templates read both).
-        if any(isinstance(m.get("content"), list) for c in conversations for m in c):
-            conversations = [[_parts_content(m) for m in c] for c in conversations]
-        for example, messages in zip(self.examples, conversations, strict=True):
-            record: dict[str, Any] = {"messages": messages}
-            if has_tools:
-                record["tools"] = dumps(example.tools) if example.tools else None
-            records.append(record)
-        try:
-            return datasets.Dataset.from_list(records)
-        except Exception as exc:  # pyarrow cannot unify the messages' shapes
-            raise ConfigurationError(
-                f"these examples do not fit one Arrow schema ({exc}); export with "
-                f"to_jsonl() and load that with datasets.load_dataset('json', ...)"
-            ) from exc
+        records = [{"messages": [*e.messages, e.completion], "tools": e.tools} for e in self]
+        data = hf_dataset(hf_records(records, [e.id for e in self]))
+        return data if any(e.tools for e in self) else data.remove_columns("tools")
+        # --- end issue 20 ---
 
     # --- the machinery of exports -------------------------------------------------------------
 
@@ -531,13 +519,6 @@ class Dataset(Sequence[Example]):
 
         target = Path(path)
         return publish(target, write, record, len(self.examples))
-
-
-def _parts_content(message: dict[str, Any]) -> dict[str, Any]:
-    content = message.get("content")
-    if isinstance(content, str):
-        return {**message, "content": [{"type": "text", "text": content}]}
-    return message
 
 
 def _require(module: str, extra: str) -> None:
