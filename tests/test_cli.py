@@ -329,3 +329,68 @@ def test_eval_run_takes_an_eval_from_a_file(
         "--db", str(store), "eval", "run", "judge", "--model", "m", "--dataset", "queries"
     )
     assert code == 1 and "needs --judge-model" in err
+
+
+# --- hostile content and hosts -------------------------------------------------------------------
+
+# What a terminal acts on: a title change and screen clear (ESC), a C1 CSI, a bidi override.
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J done \x9b31m \u202eevil"
+
+
+def test_terminal_controls_in_stored_content_are_escaped(
+    capture, server: OpenAIServer, db: Path
+) -> None:  # type: ignore[no-untyped-def]
+    server.responder = lambda request: Reply(HOSTILE)
+    server.client().chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "say \x1b[31mred"}],
+        dataset_name="queries",
+    )
+    [call] = rows(capture)
+    import duckdb  # a store written before dataset names were checked, as OTLP ones weren't
+
+    with duckdb.connect(str(db), config={"autoinstall_known_extensions": False}) as con:
+        con.execute("UPDATE recorded_calls SET dataset = ?", ["q\x1b[8m\u202e"])
+
+    def controls(text: str) -> list[str]:
+        return [
+            c
+            for c in text
+            if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c == "\u202e"
+        ]
+
+    for argv in (
+        ("datasets", "list"),
+        ("calls", "list"),
+        ("calls", "show", call["id"]),
+        ("sql", "--table", "SELECT dataset, completion FROM calls"),
+    ):
+        code, out, err = run("--db", str(db), *argv)
+        assert code == 0, err
+        assert controls(out) == [], (argv, out)
+    _, shown, _ = run("--db", str(db), "calls", "show", call["id"])
+    # (the completion is JSON here, so C0 controls are JSON's escapes and the rest are Python's)
+    assert "\\u001b]0;pwned\\u0007\\u001b[2J done \\x9b31m \\u202eevil" in shown
+    assert "q\\x1b[8m\\u202e" in run("--db", str(db), "datasets", "list")[1]
+    # JSON stays exact JSON: the same text back
+    code, out, _ = run("--db", str(db), "--json", "calls", "show", call["id"])
+    record = json.loads(out)
+    assert record["completion"]["content"] == HOSTILE and record["dataset"] == "q\x1b[8m\u202e"
+    # and an error naming stored text is one escaped line
+    code, _, err = run("--db", str(db), "datasets", "show", "q\x1b[8m")
+    assert code == 1 and "\x1b" not in err and err.count("\n") == 1
+
+
+def test_serve_off_the_loopback_needs_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINETUNER_")}
+    argv = [sys.executable, "-m", "finetuner_otel.cli", "--db", str(tmp_path / "s.duckdb")]
+    done = subprocess.run(
+        [*argv, "serve", "--host", "0.0.0.0", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,  # before: it listened on every address, with no token, until killed
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert "--token" in done.stderr and "FINETUNER_SERVE_TOKEN" in done.stderr

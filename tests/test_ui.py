@@ -533,3 +533,172 @@ def test_a_port_in_use_is_a_clear_error(store_copy: Path) -> None:
     assert run.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in run.stderr
     assert "--port 0 picks a free one" in run.stderr
+
+
+# --- hardening -----------------------------------------------------------------------------------
+
+
+def test_a_chunked_body_is_refused_as_it_arrives(app: Served, seeded: Seeded) -> None:
+    """No Content-Length: the limit is counted while reading, so the answer (413) comes while
+    the sender is still sending, rather than after the whole body is held in memory."""
+    import socket
+
+    port = int(app.url.rsplit(":", 1)[1])
+    chunk = b"x" * 65536
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(
+            f"POST /calls/{seeded.xss_call}/feedback HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        for _ in range(24):  # 1.5 MB, and the last chunk never comes
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        sock.settimeout(10)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"over 1 MB" in answer or b"413" in answer
+
+
+def _get(url: str, path: str) -> tuple[int, dict[str, str]]:
+    """(status, headers) of a GET of exactly ``path`` (urllib would normalise it)."""
+    import http.client
+
+    netloc = urllib.parse.urlsplit(url).netloc
+    connection = http.client.HTTPConnection(netloc, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+
+
+def test_the_token_link_redirects_only_within_the_app(store_copy: Path) -> None:
+    served = Served(store_copy, token="s3cret")
+    try:
+        for path in ("//evil.example/?token=s3cret", "/\\evil.example/?token=s3cret"):
+            status, headers = _get(served.url, path)
+            location = headers["location"]  # a path of this app: one leading "/", no "\\"
+            assert status == 303 and location.startswith("/"), (path, headers)
+            assert location[1:2] not in ("/", "\\"), (path, location)
+        status, headers = _get(served.url, "/evals?token=s3cret&x=1")
+        assert status == 303 and headers["location"] == "/evals?x=1"
+    finally:
+        served.stop()
+
+
+def test_the_token_cookie_is_scoped_to_the_app(store_copy: Path) -> None:
+    from starlette.testclient import TestClient
+
+    cookies = {}
+    for token in ("s3cret", "other"):
+        served = Served(store_copy, token=token)
+        try:
+            _, _, headers = fetch(served.url + "/?token=" + token)
+            cookies[token] = headers["Set-Cookie"]
+        finally:
+            served.stop()
+    for cookie in cookies.values():
+        attributes = [part.strip().lower() for part in cookie.split(";")]
+        assert {"path=/", "httponly", "samesite=strict"} <= set(attributes), cookie
+        assert "secure" not in attributes  # served over http here
+    names = {token: cookie.split("=", 1)[0] for token, cookie in cookies.items()}
+    # two apps on one host (cookies ignore the port) keep their tokens apart
+    assert names["s3cret"] != names["other"] and "finetuner_ui_token" not in names.values()
+    app = create_app(store_copy, token="s3cret", encoding=None)
+    with TestClient(app, base_url="https://127.0.0.1", follow_redirects=False) as client:
+        response = client.get("/?token=s3cret")
+    assert response.status_code == 303
+    assert "secure" in [p.strip().lower() for p in response.headers["set-cookie"].split(";")]
+
+
+def _spool_one_call(db: Path) -> None:
+    """One captured call left in the store's spool (exported, not yet ingested)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from finetuner_otel import DuckDBSpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("finetuner_otel.instrumentation").start_as_current_span("chat m") as s:
+        s.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "m",
+                "finetuner.dataset": "spooled",
+                "gen_ai.input.messages": json.dumps(
+                    [{"role": "user", "parts": [{"type": "text", "content": "q"}]}]
+                ),
+            }
+        )
+    exporter = DuckDBSpanExporter(db, ingest_interval=3600)  # no ingest within this test
+    exporter.export(memory.get_finished_spans())
+    assert Store(db).pending() == 1
+
+
+def _files(db: Path) -> dict[str, str]:
+    """Every file beside the store (the store, its WAL, the spool), with its SHA-256."""
+    import hashlib
+
+    return {
+        str(path.relative_to(db.parent)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(db.parent.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_read_only_writes_nothing(seeded: Seeded, store_copy: Path) -> None:
+    _spool_one_call(store_copy)
+    before = _files(store_copy)
+    served = Served(store_copy, read_only=True)
+    try:
+        for path in (
+            "/",
+            f"/datasets/{DATASET}",
+            f"/datasets/{DATASET}/validation",
+            f"/calls/{seeded.xss_call}",
+            "/jobs",
+            "/evals",
+            f"/evals/{seeded.baseline_run}",
+        ):
+            status, body, _ = fetch(served.url + path)
+            assert status == 200, (path, body[:300])
+        assert "spooled" not in fetch(served.url + "/")[1]  # the spool is not ingested
+    finally:
+        served.stop()
+    assert _files(store_copy) == before
+    assert Store(store_copy).pending() == 1
+
+
+def test_read_only_does_not_upgrade_an_older_store(tmp_path: Path) -> None:
+    import duckdb
+
+    from tests._schema_history import MIGRATIONS  # as released: a store the last version made
+
+    db = tmp_path / "old.duckdb"
+    with duckdb.connect(str(db), config={"autoinstall_known_extensions": False}) as con:
+        con.execute(
+            "CREATE TABLE finetuner_migrations (name VARCHAR PRIMARY KEY, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+        )
+        for name, sql in MIGRATIONS:
+            con.execute(sql)
+            con.execute("INSERT INTO finetuner_migrations (name) VALUES (?)", [name])
+    before = _files(db)
+    served = Served(db, read_only=True)
+    try:
+        status, body, _ = fetch(served.url + "/")
+        assert status == 503 and "needs a schema upgrade" in body and "--read-only" in body
+        assert fetch(served.url + "/jobs")[0] == 503
+    finally:
+        served.stop()
+    assert _files(db) == before
+    served = Served(db)  # without --read-only, the app upgrades it as any reader does
+    try:
+        assert fetch(served.url + "/")[0] == 200
+    finally:
+        served.stop()

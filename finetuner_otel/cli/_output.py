@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, TextIO
+
+# What a terminal would act on rather than show: C0 and C1 controls (ESC starts a sequence that
+# can rewrite the screen, the title or the clipboard), and the bidirectional overrides and
+# isolates that reorder the text around them ("Trojan Source").
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with the characters a terminal would act on written as escapes (``\\x1b``)."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        if keep_newlines and char == "\n":
+            return char
+        return repr(char)[1:-1]  # \x1b, \u202e: what Python would write
+
+    return _CONTROL.sub(escape, text)
 
 
 def _plain(value: Any) -> Any:
@@ -33,7 +51,7 @@ def _cell(value: Any, width: int = 60) -> str:
         text = json.dumps(_plain(value), ensure_ascii=False)
     else:
         text = str(value)
-    text = text.replace("\n", " ")
+    text = printable(text.replace("\n", " "))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -69,6 +87,7 @@ class Output:
             self.table(columns, rows)
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        columns = [printable(c) for c in columns]
         cells = [[_cell(v) for v in row] for row in rows]
         widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
         numeric = [
@@ -83,7 +102,7 @@ class Output:
             ]
             return "  ".join(parts).rstrip()
 
-        self.out.write(line(list(columns)) + "\n")
+        self.out.write(line(columns) + "\n")
         self.out.write("  ".join("-" * w for w in widths) + "\n")
         for row in cells:
             self.out.write(line(row) + "\n")
@@ -99,13 +118,19 @@ class Output:
         width = max((len(k) for k in value), default=0)
         for key, item in value.items():
             text = (
-                json.dumps(_plain(item), ensure_ascii=False, indent=2)
+                printable(
+                    json.dumps(_plain(item), ensure_ascii=False, indent=2), keep_newlines=True
+                )
                 if isinstance(item, Mapping | list)
                 else _cell(item, 10_000)
             )
-            self.out.write(f"{key.ljust(width)}  {text}\n")
+            self.out.write(f"{printable(key).ljust(width)}  {text}\n")
 
     def text(self, message: str) -> None:
         """A line for people; left out with -q and in the machine-readable modes."""
         if not self.quiet and self.mode == "table":
-            self.out.write(message + "\n")
+            self.lines(message)
+
+    def lines(self, text: str) -> None:
+        """Text for people (a summary, a report), its control characters escaped."""
+        self.out.write(printable(text, keep_newlines=True) + "\n")

@@ -1,5 +1,6 @@
 """The DuckDB store of captured calls: ``Store``, ``Dataset``, ``Example``, and validation."""
 
+from . import _reads as reads  # the read model the CLI and the UI share
 from ._call import Call
 from ._dataset import Dataset, Example, Export
 from ._schema import SchemaStatus
@@ -20,6 +21,7 @@ __all__ = [
     "Stats",
     "Store",
     "ValidationReport",
+    "reads",
     "validate_jsonl",
     "validate_records",  # finetune validates the records it uploads
 ]

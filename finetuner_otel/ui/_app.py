@@ -6,14 +6,17 @@ longer than the CLI would and writes the same feedback records.
 
 Safety: the templates escape everything they are given; a Content-Security-Policy allows no
 script at all and no image but inline ``data:`` ones; the Host header must name the address the
-app serves (no DNS rebinding); with a token, each request carries it (a cookie set from the
-printed URL); every write carries the app's CSRF token and must come from the app's own origin.
+app serves (no DNS rebinding); with a token, each request carries it (a cookie of this app,
+HttpOnly and SameSite=Strict, set from the printed URL, whose redirect stays on the app); every
+write carries the app's CSRF token, must come from the app's own origin, and its body is
+refused past 1 MB as it arrives. ``read_only`` writes nothing at all: no feedback, no ingest of
+the spool, no schema upgrade (a store that needs one gets a page saying so).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -33,12 +36,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._errors import CallNotFoundError, ConfigurationError, FinetunerError
-from ..eval import Comparison, load_run
+from .._http import is_loopback
+from ..eval import Comparison, EvalResult, load_run
 from .._html import accuracy_chart, word_diff
-from ..store import Store
-from . import _queries as q
+from ..store import Store, reads
 
-TOKEN_COOKIE = "finetuner_ui_token"
 _MAX_FORM_BYTES = 1024 * 1024
 _CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -55,13 +57,18 @@ class UIError(Exception):
         self.status = status
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def token_cookie(token: str) -> str:
+    """The cookie that carries ``token``: cookies are scoped by host, not port, so the name is
+    the token's own (two apps on one host keep theirs apart; one token, one value)."""
+    return "finetuner_ui_" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def same_origin_path(path: str) -> str:
+    """``path`` if it is a path on this app (one leading ``/``), else ``/``: ``//host/`` and
+    ``/\\host/`` are other sites to a browser."""
+    if not path.startswith("/") or path[1:2] in ("/", "\\") or any(c < " " for c in path):
+        return "/"
+    return path
 
 
 def _pretty(value: Any) -> str:
@@ -88,6 +95,20 @@ def _image_url(part: Any) -> str | None:
     return None
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with 413 once it passes ``limit`` bytes: counted as it
+    arrives, so a chunked body (no Content-Length) is never held whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise UIError(413, f"the form is over {limit // (1024 * 1024)} MB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise UIError(413, f"the form is over {limit // (1024 * 1024)} MB")
+    return bytes(body)
+
+
 class App:
     """The pages of one store."""
 
@@ -100,7 +121,7 @@ class App:
         host: str = "127.0.0.1",
         encoding: Any = None,
     ) -> None:
-        if not _loopback(host) and not token:
+        if not is_loopback(host) and not token:
             raise ConfigurationError(
                 f"finetuner ui on {host} would show captured prompts to the network; pass "
                 f"--token (or set FINETUNER_UI_TOKEN), or bind to 127.0.0.1"
@@ -138,6 +159,76 @@ class App:
         )
         return HTMLResponse(page, status_code=status)
 
+    def page(self, handler: Callable[[Request], Any]) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint that shows a refused request (UIError, a bad value) as an error page."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                result = handler(request)
+                if isinstance(result, Awaitable):
+                    return await result  # type: ignore[no-any-return]
+                return result  # type: ignore[no-any-return]
+            except UIError as exc:
+                return self.render(request, "error.html", exc.status, message=str(exc))
+            except (FinetunerError, ValueError) as exc:
+                return self.render(request, "error.html", 400, message=str(exc))
+
+        return endpoint
+
+    def threaded(self, handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
+        """A page that reads the store: off the event loop, after the schema check."""
+
+        def checked(request: Request) -> Response:
+            self.check_schema()
+            return handler(request)
+
+        return lambda request: run_in_threadpool(checked, request)
+
+    async def guard(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Every request: its Host must name the app, it must carry the token (if there is
+        one), and every answer gets the safety headers."""
+        if not self.allowed_host(request):
+            return PlainTextResponse(
+                "this app answers only to its own address (the Host header did not name it)",
+                status_code=421,
+            )
+        token = request.query_params.get("token")
+        if self.token and token is not None:
+            response = self.token_redirect(request, token)
+        elif not self.authorised(request):
+            return PlainTextResponse(
+                "this app needs its token: open the URL `finetuner ui` printed", status_code=401
+            )
+        else:
+            response = await call_next(request)
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" makes Origin null
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def token_redirect(self, request: Request, token: str) -> Response:
+        """The printed URL's token: kept as a cookie of this app, and taken out of the address
+        bar by a redirect to the same page of this app (never to another site)."""
+        assert self.token is not None
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            return PlainTextResponse("wrong token", status_code=401)
+        rest = {k: v for k, v in request.query_params.items() if k != "token"}
+        target = same_origin_path(request.url.path) + (f"?{urlencode(rest)}" if rest else "")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            token_cookie(self.token),
+            self.token,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
     def allowed_host(self, request: Request) -> bool:
         if self.host in ("0.0.0.0", "::"):
             return True  # bound to every address: the token guards it
@@ -145,12 +236,12 @@ class App:
             named = urlsplit("//" + request.headers.get("host", "")).hostname or ""
         except ValueError:
             return False
-        return named == self.host.strip("[]").lower() or _loopback(named)
+        return named == self.host.strip("[]").lower() or is_loopback(named)
 
     def authorised(self, request: Request) -> bool:
         if not self.token:
             return True
-        given = request.cookies.get(TOKEN_COOKIE) or ""
+        given = request.cookies.get(token_cookie(self.token)) or ""
         bearer = request.headers.get("authorization", "")
         if bearer.lower().startswith("bearer "):
             given = bearer[7:].strip()
@@ -165,12 +256,7 @@ class App:
             raise UIError(403, f"a write from another origin ({origin}) was refused")
         if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
             raise UIError(403, "a write from another site was refused")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
-            raise UIError(413, "the form is over 1 MB")
-        body = await request.body()
-        if len(body) > _MAX_FORM_BYTES:
-            raise UIError(413, "the form is over 1 MB")
+        body = await _body(request, _MAX_FORM_BYTES)
         fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         if not hmac.compare_digest(fields.get("csrf", "").encode(), self.csrf.encode()):
             raise UIError(
@@ -182,18 +268,33 @@ class App:
 
     # --- pages --------------------------------------------------------------------------------
 
+    def check_schema(self) -> None:
+        """Read-only, a store that needs an upgrade is not read (reading would migrate it)."""
+        if not self.read_only or not self.store.path.exists():
+            return
+        status = self.store.schema_status()
+        if not status.up_to_date and not status.unknown:  # (a newer store: the read says so)
+            raise UIError(
+                503,
+                f"the store {self.store.path} was made by an earlier finetuner-otel and needs a "
+                f"schema upgrade, which a --read-only app does not make; upgrade it with "
+                f"`finetuner ingest --db {self.store.path}`, or start the app without "
+                f"--read-only",
+            )
+
     def datasets(self, request: Request) -> Response:
-        store_exists = self.store.path.exists() or self.store.pending() > 0
-        rows = q.datasets(self.store) if store_exists else []
+        store_exists = self.store.path.exists() or (
+            not self.read_only and self.store.pending() > 0  # a read would ingest it
+        )
+        rows = reads.dataset_summaries(self.store) if store_exists else []
         return self.render(request, "datasets.html", datasets=rows, store_exists=store_exists)
 
     def dataset(self, request: Request) -> Response:
         name = request.path_params["name"]
         self._need_dataset(name)
-        filters = q.Filters.parse(request.query_params)
-        page = q.examples_page(
+        filters = reads.CallFilters.from_query(request.query_params, dataset=name)
+        page = reads.list_calls(
             self.store,
-            name,
             filters,
             older_than=request.query_params.get("older"),
             newer_than=request.query_params.get("newer"),
@@ -203,9 +304,9 @@ class App:
             "dataset.html",
             name=name,
             page=page,
-            facets=q.facets(self.store, name),
-            feedback_filters=list(q.FEEDBACK_FILTERS),
-            statuses=q.STATUSES,
+            facets=reads.dataset_facets(self.store, name),
+            feedback_filters=list(reads.FEEDBACK_FILTERS),
+            statuses=reads.CALL_STATUSES,
         )
 
     def validation(self, request: Request) -> Response:
@@ -215,7 +316,7 @@ class App:
         return self.render(request, "validation.html", name=name, report=report)
 
     def call(self, request: Request) -> Response:
-        row = q.call(self.store, request.path_params["call_id"])
+        row = reads.call_detail(self.store, request.path_params["call_id"])
         if row is None:
             raise UIError(404, f"no call with id {request.path_params['call_id']!r} in the store")
         return self.render(request, "call.html", call=row, done=request.query_params.get("done"))
@@ -244,17 +345,17 @@ class App:
         return RedirectResponse(f"/calls/{call_id}?{urlencode({'done': action})}", status_code=303)
 
     def jobs(self, request: Request) -> Response:
-        return self.render(request, "jobs.html", jobs=q.jobs(self.store))
+        return self.render(request, "jobs.html", jobs=reads.finetune_jobs(self.store))
 
     def job(self, request: Request) -> Response:
         provider, job_id = request.path_params["provider"], request.path_params["job_id"]
-        row = q.job(self.store, provider, job_id)
+        row = reads.finetune_job(self.store, provider, job_id)
         if row is None:
             raise UIError(404, f"no {provider} job {job_id!r} in the store")
         return self.render(request, "job.html", job=row)
 
     def evals(self, request: Request) -> Response:
-        runs = q.eval_runs(self.store)
+        runs = reads.eval_runs(self.store)
         chart = (
             accuracy_chart(
                 [
@@ -301,14 +402,14 @@ class App:
             request, "compare.html", comparison=comparison, rows=rows, only=only, a=a, b=b
         )
 
-    def _run(self, run_id: str) -> Any:
+    def _run(self, run_id: str) -> EvalResult:
         try:
             return load_run(self.store, run_id)
         except ConfigurationError as exc:
             raise UIError(404, str(exc)) from exc
 
     def _need_dataset(self, name: str) -> None:
-        if not q.dataset_exists(self.store, name):
+        if not reads.dataset_exists(self.store, name):
             raise UIError(404, f"no dataset {name!r} in the store")
 
 
@@ -321,26 +422,11 @@ def create_app(
     encoding: Any = None,
 ) -> Starlette:
     """The ASGI app of ``finetuner ui`` for the store ``db`` (serve it with any ASGI server)."""
-    store = db if isinstance(db, Store) else Store(db)
+    store = db if isinstance(db, Store) else Store(db, read_only=read_only)
+    if read_only and not store.read_only:  # no ingest, no migration: nothing written
+        store = Store(store.path, spool_dir=store.spool_dir, read_only=True)
     ui = App(store, read_only=read_only, token=token, host=host, encoding=encoding)
-
-    def page(handler: Callable[[Request], Any]) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                result = handler(request)
-                if isinstance(result, Awaitable):
-                    return await result  # type: ignore[no-any-return]
-                return result  # type: ignore[no-any-return]
-            except UIError as exc:
-                return ui.render(request, "error.html", exc.status, message=str(exc))
-            except (FinetunerError, ValueError) as exc:
-                return ui.render(request, "error.html", 400, message=str(exc))
-
-        return endpoint
-
-    def threaded(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
-        return lambda request: run_in_threadpool(handler, request)
-
+    page, threaded = ui.page, ui.threaded
     routes = [
         Route("/", page(threaded(ui.datasets))),
         Route("/datasets/{name:path}/validation", page(threaded(ui.validation))),
@@ -354,38 +440,7 @@ def create_app(
         Route("/evals/{run_id}", page(threaded(ui.eval_run))),
         Mount("/static", StaticFiles(packages=[("finetuner_otel.ui", "static")]), name="static"),
     ]
-
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if not ui.allowed_host(request):
-            return PlainTextResponse(
-                "this app answers only to its own address (the Host header did not name it)",
-                status_code=421,
-            )
-        token = request.query_params.get("token")
-        if ui.token and token is not None:
-            # The printed URL's token: kept as a cookie, and taken out of the address bar.
-            if not hmac.compare_digest(token.encode(), ui.token.encode()):
-                return PlainTextResponse("wrong token", status_code=401)
-            rest = {k: v for k, v in request.query_params.items() if k != "token"}
-            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
-            response: Response = RedirectResponse(target, status_code=303)
-            response.set_cookie(TOKEN_COOKIE, ui.token, httponly=True, samesite="strict")
-        elif not ui.authorised(request):
-            return PlainTextResponse(
-                "this app needs its token: open the URL `finetuner ui` printed", status_code=401
-            )
-        else:
-            response = await call_next(request)
-        response.headers["Content-Security-Policy"] = _CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" makes Origin null
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
-    app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+    app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=ui.guard)])
     app.state.ui = ui
     return app
 
