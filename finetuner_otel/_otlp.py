@@ -57,9 +57,17 @@ class BadPayload(ValueError):
 class DecodedTooLarge(Exception):
     """The decoded request is over its budget of characters (a 413)."""
 
-    def __init__(self, budget: int) -> None:
-        super().__init__(f"the decoded request is over {budget} characters")
+    def __init__(self, budget: int, message: str | None = None) -> None:
+        super().__init__(message or f"the decoded request is over {budget} characters")
         self.budget = budget
+
+    @classmethod
+    def of_containers(cls, containers: int, size: int, per: int) -> DecodedTooLarge:
+        return cls(
+            size // per,
+            f"the decoded request is over its size: {containers} JSON objects and arrays in "
+            f"{size} bytes, more than one in {per} bytes",
+        )
 
 
 def _proto() -> Any:

@@ -143,3 +143,12 @@ def stats(process: Any, command: str = "stats") -> dict[str, Any]:
     process.stdin.write(command + "\n")
     process.stdin.flush()
     return dict(json.loads(process.stdout.readline()))
+
+
+def empty_messages_bomb(kind: str, count: int = 8_000_000) -> bytes:
+    """Millions of empty messages in one body, each 2 or 3 bytes on the wire (protobuf: empty
+    ResourceSpans; OTLP/JSON: empty attributes), each an object to decode."""
+    if kind == "json":
+        attributes = b",".join([b"{}"] * (count * 2 // 3))
+        return b'{"resourceSpans":[{"resource":{"attributes":[' + attributes + b"]}}]}"
+    return b"\x0a\x00" * count  # field 1 (resource_spans), length 0
