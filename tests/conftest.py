@@ -20,6 +20,7 @@ SLOW_FILES = {
     "test_processes.py": "whole processes: the launcher, concurrent writers, SIGKILL (~45 s)",
     "test_launcher.py": "opentelemetry-instrument beside other distros, each a process (~35 s)",
     "test_finetune_local.py": "trains a tiny model with torch (~25 s)",
+    "test_hf_templates.py": "transformers' chat templates, a training step on each (~35 s)",
     "test_ui.py": "headless Chromium, and paging over 100,000 calls (~20 s)",
     "test_properties.py": "hypothesis: 60 generated calls, each bare and instrumented (~20 s)",
     "test_ingest_fuzz.py": "hypothesis: fuzzed spool files through ingest (~75 s)",
