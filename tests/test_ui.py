@@ -559,6 +559,25 @@ def test_a_chunked_body_is_refused_as_it_arrives(app: Served, seeded: Seeded) ->
     assert b"over 1 MB" in answer or b"413" in answer
 
 
+def test_a_body_that_trickles_in_is_cut_off(store_copy: Path, seeded: Seeded) -> None:
+    import socket
+
+    served = Served(store_copy, body_timeout=0.5)
+    try:
+        port = int(served.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(
+                f"POST /calls/{seeded.xss_call}/feedback HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                "Content-Length: 100\r\n\r\ncsrf=".encode()
+            )
+            sock.settimeout(10)
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    finally:
+        served.stop()
+
+
 def _get(url: str, path: str) -> tuple[int, dict[str, str]]:
     """(status, headers) of a GET of exactly ``path`` (urllib would normalise it)."""
     import http.client

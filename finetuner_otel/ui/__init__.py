@@ -6,7 +6,7 @@ does. Reading works with JavaScript off (the pages have none); writes are forms.
 
 from __future__ import annotations
 
-import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,41 +39,22 @@ def serve(
     port: int = 8765,
     read_only: bool = False,
     token: str | None = None,
-    on_ready: Any = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the app until interrupted. ``on_ready(url)`` is called once it listens."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         raise _missing(exc) from exc
+    from .._http import UvicornServer, listen
     from ._app import url
 
     app = create_app(db, host=host, read_only=read_only, token=token)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    if on_ready is not None:
-        startup = server.startup
-
-        async def announced(sockets: Any = None) -> None:
-            await startup(sockets=sockets)
-            if server.started:
-                bound = [s.getsockname()[1] for srv in server.servers for s in srv.sockets]
-                on_ready(url(host, bound[0] if bound else port, token))
-
-        server.startup = announced  # type: ignore[method-assign]
-    # Bound here, so a port in use is a clear error rather than uvicorn's exit.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # Bound first, so a port in use is one clear error rather than uvicorn's exit.
+    listener = listen(host, port, what="finetuner ui")
+    announce = None if on_ready is None else (lambda bound: on_ready(url(host, bound, token)))
+    server = UvicornServer(app, listener, "finetuner ui", on_ready=announce)
     try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-    except OSError as exc:
-        listener.close()
-        raise ConfigurationError(
-            f"finetuner ui cannot listen on {host}:{port} ({exc.strerror or exc}); check "
-            f"--host, or pass another --port (--port 0 picks a free one)"
-        ) from exc
-    try:
-        server.run(sockets=[listener])
+        server.serve_forever()
     finally:
         listener.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import anyio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
@@ -36,12 +37,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._errors import CallNotFoundError, ConfigurationError, FinetunerError
-from .._http import is_loopback
-from ..eval import Comparison, EvalResult, load_run
 from .._html import accuracy_chart, word_diff
+from .._http import is_loopback, url_host
+from ..eval import Comparison, EvalResult, load_run
 from ..store import Store, reads
 
 _MAX_FORM_BYTES = 1024 * 1024
+BODY_TIMEOUT = 30.0  # seconds for a form's body to arrive whole (a trickle holds a connection)
 _CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
@@ -95,17 +97,22 @@ def _image_url(part: Any) -> str | None:
     return None
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, limit: int, timeout: float) -> bytes:
     """The request's body, refused with 413 once it passes ``limit`` bytes: counted as it
-    arrives, so a chunked body (no Content-Length) is never held whole."""
+    arrives, so a chunked body (no Content-Length) is never held whole; 408 if it has not
+    arrived whole within ``timeout`` seconds."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise UIError(413, f"the form is over {limit // (1024 * 1024)} MB")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise UIError(413, f"the form is over {limit // (1024 * 1024)} MB")
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise UIError(413, f"the form is over {limit // (1024 * 1024)} MB")
+    except TimeoutError:
+        raise UIError(408, f"the form did not arrive within {timeout:g} seconds") from None
     return bytes(body)
 
 
@@ -120,6 +127,7 @@ class App:
         token: str | None = None,
         host: str = "127.0.0.1",
         encoding: Any = None,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ConfigurationError(
@@ -131,6 +139,7 @@ class App:
         self.token = token
         self.host = host
         self.encoding = encoding  # for the validation page's token counts (tests pass one)
+        self.body_timeout = body_timeout
         self.csrf = secrets.token_urlsafe(32)
         self.env = Environment(
             loader=PackageLoader("finetuner_otel.ui", "templates"),
@@ -256,7 +265,7 @@ class App:
             raise UIError(403, f"a write from another origin ({origin}) was refused")
         if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
             raise UIError(403, "a write from another site was refused")
-        body = await _body(request, _MAX_FORM_BYTES)
+        body = await _body(request, _MAX_FORM_BYTES, self.body_timeout)
         fields = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         if not hmac.compare_digest(fields.get("csrf", "").encode(), self.csrf.encode()):
             raise UIError(
@@ -420,12 +429,20 @@ def create_app(
     token: str | None = None,
     host: str = "127.0.0.1",
     encoding: Any = None,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> Starlette:
     """The ASGI app of ``finetuner ui`` for the store ``db`` (serve it with any ASGI server)."""
     store = db if isinstance(db, Store) else Store(db, read_only=read_only)
     if read_only and not store.read_only:  # no ingest, no migration: nothing written
         store = Store(store.path, spool_dir=store.spool_dir, read_only=True)
-    ui = App(store, read_only=read_only, token=token, host=host, encoding=encoding)
+    ui = App(
+        store,
+        read_only=read_only,
+        token=token,
+        host=host,
+        encoding=encoding,
+        body_timeout=body_timeout,
+    )
     page, threaded = ui.page, ui.threaded
     routes = [
         Route("/", page(threaded(ui.datasets))),
@@ -446,5 +463,6 @@ def create_app(
 
 
 def url(host: str, port: int, token: str | None) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/" + (f"?{urlencode({'token': token})}" if token else "")
+    """The address ``finetuner ui`` prints: the token in it, for the browser to keep."""
+    query = f"?{urlencode({'token': token})}" if token else ""
+    return f"http://{url_host(host)}:{port}/{query}"
