@@ -65,12 +65,12 @@ def calls_show(args: argparse.Namespace, ctx: Context) -> int:
 
     store = ctx.existing_store()
     ids = reads.call_ids_starting(store, args.id)
-    call = reads.call_detail(store, ids[0]) if len(ids) == 1 else None
-    if call is None:
+    if len(ids) != 1:
         raise ConfigurationError(
             f"{'no call' if not ids else 'several calls'} with id {args.id!r}; ids are in "
             f"`finetuner calls list`"
         )
+    call = store.get_call(ids[0]).to_dict()
     ctx.output.record({key: call[key] for key in _SHOW_COLUMNS})
     return 0
 

@@ -48,7 +48,11 @@ def serve(args: argparse.Namespace, ctx: Context) -> int:
     "ui",
     Arg("--host", default="127.0.0.1", help="default 127.0.0.1 (others need a token)"),
     Arg("--port", type=int, default=8765, help="default 8765; 0 picks a free one"),
-    Arg("--read-only", action="store_true", help="no accept, reject or correct"),
+    Arg(
+        "--read-only",
+        action="store_true",
+        help="write nothing: no accept, reject or correct, no ingest, no schema upgrade",
+    ),
     Arg(
         "--token",
         help="require this token (or FINETUNER_UI_TOKEN); made up off the loopback if not given",
