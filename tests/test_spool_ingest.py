@@ -204,3 +204,19 @@ def test_the_write_ahead_log_and_every_spool_file_are_owner_only(
         (p.name, oct(_mode(p))) for p in made
     ]
     assert _mode(spool) == 0o700
+
+
+def test_one_bad_file_among_many_holds_back_none_of_the_others(tmp_path: Path) -> None:
+    db, spool = tmp_path / "s.duckdb", tmp_path / "s.duckdb.spool"
+    good: list[str] = []
+    for i in range(40):
+        if i == 23:
+            write_spool(spool, [_line(1000, status=None), "]["])  # nothing good in it
+            continue
+        lines = [_line(i * 10 + j) for j in range(3)]
+        write_spool(spool, lines)
+        good += lines
+    assert Store(db).ingest() == 39
+    assert _ids(db) == {_id(x) for x in good}
+    assert len(list((spool / "quarantine").glob("*.jsonl"))) == 1
+    assert pending_files(spool) == []
