@@ -394,3 +394,39 @@ def test_serve_off_the_loopback_needs_a_token(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert "--token" in done.stderr and "FINETUNER_SERVE_TOKEN" in done.stderr
+
+
+def test_help_lists_every_group_and_command() -> None:
+    def commands(*argv: str) -> list[str]:
+        code, out, _ = run(*argv, "--help")
+        assert code == 0
+        listed = out.split("positional arguments:")[1].split("options:")[0].splitlines()
+        return [line.split()[0] for line in listed[2:] if line.startswith("    ") and line.strip()]
+
+    assert commands() == [
+        "datasets",
+        "sql",
+        "calls",
+        "finetune",
+        "eval",
+        "ingest",
+        "doctor",
+        "demo",
+        "serve",
+        "ui",
+    ]
+    assert commands("datasets") == [
+        "list",
+        "show",
+        "stats",
+        "validate",
+        "split",
+        "export",
+        "generate",
+        "import",
+    ]
+    assert commands("calls") == ["list", "show", "accept", "reject", "correct"]
+    assert commands("finetune") == ["start", "status", "wait", "cancel", "list"]
+    assert commands("eval") == ["run", "show", "compare", "report"]
+    code, out, _ = run("calls", "accept", "--help")
+    assert code == 0 and "mark a call good" in out and "--note" in out
