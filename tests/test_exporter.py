@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -239,3 +241,59 @@ def test_values_a_receiver_decodes_from_kvlists_and_arrays_never_break_export(
     assert rows == [("default", False)] * len(odd)
     if redact:
         assert all(_SECRET.encode() not in data for data in _stored_bytes(tmp_path))
+
+
+_json_like = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**80), max_value=2**80),
+        st.floats(),
+        st.text(max_size=20),
+        st.sampled_from(['[]\n{"id":"forged"}', "\u2028\u202e\x00", '{"a":1}', "[1e400]"]),
+    ),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+_keys = st.sampled_from(
+    ["gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+     "gen_ai.tool.definitions", "finetuner.request.options", "finetuner.dataset",
+     "gen_ai.request.model", "gen_ai.response.finish_reasons", "gen_ai.usage.input_tokens",
+     "finetuner.purpose", "finetuner.incomplete", "error.type", "anything.else"]
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attributes=st.dictionaries(_keys, _json_like | _json_like.map(json.dumps), max_size=8),
+    ours=st.booleans(),
+    redact=st.booleans(),
+)
+def test_any_decoded_attributes_make_exactly_one_line_of_our_own(
+    attributes: dict[str, Any], ours: bool, redact: bool
+) -> None:
+    # Whatever a receiver decodes (kvlists as dicts, arrays as lists, JSON text or not): one
+    # line, no line break, the ingest columns, our id, a checked dataset name.
+    from opentelemetry.sdk.trace import ReadableSpan as Span
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext
+
+    from finetuner_otel._redact import Redactor
+    from finetuner_otel._settings import check_dataset_name
+
+    span = Span(
+        name="chat",
+        context=SpanContext(5, 6, is_remote=False),
+        attributes={**attributes, "gen_ai.operation.name": "chat"},
+        instrumentation_scope=InstrumentationScope(OUR_SCOPE if ours else "other"),
+        start_time=1_780_000_000 * 10**9,
+        end_time=1_780_000_000 * 10**9 + 5,
+    )
+    line = span_to_line(span, Redactor(["api_key"]) if redact else None)
+    assert "\n" not in line and "\r" not in line
+    row = json.loads(line)
+    assert list(row) == list(INGEST_COLUMNS)
+    assert row["id"] == f"{5:032x}{6:016x}{span.start_time:016x}"
+    assert check_dataset_name(row["dataset"]) == row["dataset"]
+    assert isinstance(row["trainable"], bool)
