@@ -35,6 +35,7 @@ from tests._otlp_requests import (  # noqa: E402
     KeyValue,
     chat_attributes,
     connect,
+    empty_messages_bomb,
     export_request,
     kvlist_bomb,
     post_head,
@@ -116,6 +117,19 @@ def kvlist_bomb_attack(r: Receiver) -> dict[str, Any]:
 def gzip_bomb_attack(r: Receiver) -> dict[str, Any]:
     body = gzip.compress(bytes(100 * MB), compresslevel=9)
     status, took = _post(r.url, body, {**AUTH, "content-encoding": "gzip"}, timeout=60)
+    return {"requests": 1, "bytes sent": len(body), "answer": status, "seconds": took}
+
+
+def empty_protobuf_attack(r: Receiver) -> dict[str, Any]:
+    body = empty_messages_bomb("protobuf")
+    status, took = _post(r.url, body, AUTH, timeout=120)
+    return {"requests": 1, "bytes sent": len(body), "answer": status, "seconds": took}
+
+
+def empty_json_attack(r: Receiver) -> dict[str, Any]:
+    body = empty_messages_bomb("json")
+    headers = {**AUTH, "content-type": "application/json"}
+    status, took = _post(r.url, body, headers, timeout=120)
     return {"requests": 1, "bytes sent": len(body), "answer": status, "seconds": took}
 
 
@@ -220,6 +234,8 @@ def off_loopback(tree: str | None) -> str:
 ATTACKS: dict[str, Callable[[Receiver], dict[str, Any]]] = {
     "nested kvlist bomb (30 levels)": kvlist_bomb_attack,
     "gzip bomb (100 MB of zeros)": gzip_bomb_attack,
+    "empty-message bomb (protobuf, 16 MB)": empty_protobuf_attack,
+    "empty-message bomb (OTLP/JSON, 16 MB)": empty_json_attack,
     "slowloris (400 connections)": slowloris_attack,
     "wrong token, 15 MB Content-Length, no body": token_before_body_attack,
     "chunked body past 16 MB": chunked_attack,
