@@ -169,6 +169,25 @@ def test_an_ingest_out_of_memory_keeps_the_spool_and_quarantines_nothing(
     assert sorted(_answers(db)) == sorted(f"a{i}" for i in range(20))
 
 
+def test_reads_go_on_while_the_spool_cannot_be_taken_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A machine error during a read's ingest (no memory here, a full disk alike) leaves the
+    spool for later and answers from what is stored, with a warning, instead of failing."""
+    from finetuner_otel.store import _connection
+
+    db, spool = tmp_path / "s.duckdb", tmp_path / "s.duckdb.spool"
+    write_spool(spool, [span_to_line(s) for s in _spans(5)])
+    Store(db).ingest()
+    write_spool(spool, [span_to_line(s) for s in _spans(20)])
+    monkeypatch.setitem(_connection._CONFIG, "memory_limit", "64MB")  # too little to read JSON
+    assert Store(db).sql("SELECT count(*) FROM calls")[0][0] == 5
+    assert "without its spool" in caplog.text
+    assert len(pending_files(spool)) == 1
+    monkeypatch.delitem(_connection._CONFIG, "memory_limit")
+    assert Store(db).sql("SELECT count(*) FROM calls")[0][0] == 25
+
+
 def test_a_full_disk_gives_back_every_span_that_freed_space_allows(tmp_path: Path) -> None:
     # On main: the 350 held spans (about 1 MB) went back as one file, which 756 KB of freed
     # space could not take: 0 written, and all 350 lost at exit.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +41,8 @@ from ._import import IMPORT_SCOPE, example_lines, file_trace_id, import_lines
 from ._schema import SchemaStatus, is_current, migrate, schema_status
 from ._spool import ingest, pending_files, write_spool
 from ._validate import read_jsonl, validate_records
+
+logger = logging.getLogger("finetuner_otel.store")
 
 
 class DatasetSummary(NamedTuple):
@@ -182,10 +185,15 @@ class Store:
             return schema_status(con)
 
     def _refresh(self) -> None:
-        # Best effort: a store busy in another process is read as it is.
+        # Best effort: a store busy in another process is read as it is, and so is one that
+        # cannot take the spool in now (a full disk, no memory): the spool waits, reads go on.
         if not self._read_only and pending_files(self.spool_dir):
-            with contextlib.suppress(StoreLockedError):
+            try:
                 ingest(self.path, self.spool_dir, wait=0.5)
+            except StoreLockedError:
+                pass
+            except StoreError as exc:
+                logger.warning("finetuner-otel: reading %s without its spool: %s", self.path, exc)
 
     def _nothing_stored(self) -> bool:
         """No store file, and no spool that a read would move in."""
