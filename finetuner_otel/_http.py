@@ -14,8 +14,9 @@ stdlib's ``http.server``, whose bytes on the wire the tests pin) do the same fou
 headers was held for ever): each request's headers must arrive within ``header_timeout``
 seconds of the connection opening or of the previous response, headers still incomplete past
 ``max_header_bytes`` are refused (h11's limit), idle keep-alive connections close after
-``keep_alive_timeout`` seconds, and beyond ``limit_concurrency`` connections new requests are
-answered 503. Timeouts on request bodies belong to the app, which reads them.
+``keep_alive_timeout`` seconds, a request answered before its body has all come is closed (not
+drained), and beyond ``limit_concurrency`` connections new requests are answered 503. Timeouts
+on request bodies belong to the app, which reads them.
 """
 
 from __future__ import annotations
@@ -227,6 +228,10 @@ def _guarded_h11(header_timeout: float) -> type[asyncio.Protocol]:
             self._update_header_timer()
 
         def on_response_complete(self) -> None:
+            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+                # Answered before its body came (a refusal, a 404): uvicorn would read and drop
+                # the rest for as long as the sender takes. Closed instead.
+                self.transport.close()
             super().on_response_complete()
             self._update_header_timer()
 

@@ -328,3 +328,16 @@ def test_oversized_headers_and_too_many_connections(tmp_path: Path) -> None:
             sock.close()
         time.sleep(0.3)
         assert _post(receiver.url, body, PROTOBUF, timeout=10)[0] == 200
+
+
+def test_a_request_answered_before_its_body_is_closed_not_drained(
+    receiver: OTLPReceiver,
+) -> None:
+    """A POST to another path with a 1 MB body, sent slowly: 404, and the connection closed
+    rather than read to the end at the sender's pace."""
+    sock = connect(receiver.url)
+    logs = receiver.url.replace("/v1/traces", "/v1/logs")
+    sock.sendall(post_head(logs, {**PROTOBUF, "content-length": str(MB)}) + b"\0" * 1000)
+    status, _, closed = read_reply(sock, timeout=10)
+    assert status == 404 and (closed or read_reply(sock, timeout=5)[2])
+    sock.close()
