@@ -198,6 +198,8 @@ def test_doctor_and_ingest(store: Path) -> None:
     report = json.loads(out)
     assert code == 0 and report["store_exists"] and "migrations applied" in report["schema"]
     assert report["entry_points"]["opentelemetry_instrumentor"] == ["finetuner_openai"]
+    # No other distro in this environment: the launcher uses ours, into the store.
+    assert report["launcher"]["distro"] == "finetuner" and report["launcher"]["store"] is True
     code, out, _ = run("--db", str(store), "--json", "ingest")
     assert code == 0 and json.loads(out)["pending_files"] == 0
 

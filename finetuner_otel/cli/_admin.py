@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._distro import launcher_plan
 from ..version import __version__
 from ._command import Context, Group
 
@@ -89,6 +90,7 @@ def doctor(args: argparse.Namespace, ctx: Context) -> int:
         "spool_backlog_files": store.pending(),
         "spans_dropped": _dropped(store.spool_dir),
         "entry_points": found,
+        "launcher": launcher_plan(),
     }
     ctx.output.record(record)
     missing = [group for group, names in found.items() if not names]
