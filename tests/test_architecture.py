@@ -23,7 +23,17 @@ import pytest
 
 from .conftest import REPO
 
-PACKAGES = ("store", "instrumentation", "eval", "finetune", "cli", "ui", "exporters", "testing")
+PACKAGES = (
+    "store",
+    "instrumentation",
+    "eval",
+    "finetune",
+    "importers",  # issue 22: builds on the store's public API, as finetune and eval do
+    "cli",
+    "ui",
+    "exporters",
+    "testing",
+)
 # Where each installed package's files are in the checkout (exporters/ installs as
 # finetuner_otel.exporters, see [tool.setuptools] package-dir).
 ROOTS = {"finetuner_otel": REPO / "finetuner_otel", "finetuner_otel.exporters": REPO / "exporters"}

@@ -411,6 +411,7 @@ def test_help_lists_every_group_and_command() -> None:
         "calls",
         "finetune",
         "eval",
+        "import",
         "ingest",
         "doctor",
         "demo",
@@ -426,6 +427,7 @@ def test_help_lists_every_group_and_command() -> None:
         "export",
         "generate",
         "import",
+        "leakage",
     ]
     assert commands("calls") == ["list", "show", "accept", "reject", "correct"]
     assert commands("finetune") == ["start", "status", "wait", "cancel", "list"]

@@ -23,6 +23,7 @@ from .._json import dumps
 from .._messages import message_text
 from .._progress import Progress
 from ..store import Dataset, Example, Store
+from ._leakage import check_leakage  # issue 22
 from ._records import load_cache, save_run
 from ._results import ExampleResult, Score, as_score
 from ._run import EvalResult
@@ -217,6 +218,7 @@ class Eval:
             calls=self._calls,
             retries=self._retries,
             store=store,
+            leakage=check_leakage(store, model, examples),  # issue 22
         )
         save_run(store, result, self._new_cache)
         self._new_cache = {}

@@ -21,6 +21,7 @@ from ._run import EvalResult
 # What the cache holds of a new answer: the model asked, and the answer message.
 CacheEntries = Mapping[str, tuple[str, dict[str, Any]]]
 
+LEAKAGE = "finetuner.leakage"  # issue 22: the run's leakage marks, in its params
 _RUN_COLUMNS = (
     "id, eval, model, dataset, params, examples, scored, errors, accuracy, ci_low, ci_high, "
     "calls, retries, cached, started_at, finished_at"
@@ -47,7 +48,9 @@ def save_run(store: Store, result: EvalResult, cache: CacheEntries) -> None:
         result.eval_name,
         result.model,
         result.dataset,
-        dumps(result.params),
+        # issue 22: the leakage marks travel with the run's parameters, under a key no call
+        # parameter has (a dot), so eval_runs keeps its columns.
+        dumps({**result.params, LEAKAGE: result.leakage} if result.leakage else result.params),
     ]
     run += [len(result.results), result.n, result.errors, result.accuracy, low, high]
     run += [result.calls, result.retries, result.cached, result.started_at, result.finished_at]
@@ -101,18 +104,21 @@ def load_run(store: Store, run_id: str) -> EvalResult:
     rows = store.sql(
         f"SELECT {_RESULT_COLUMNS} FROM eval_results WHERE run_id = ? ORDER BY position", [rid]
     ).rows
+    params = json.loads(params) if params else {}
+    leakage = params.pop(LEAKAGE, None)  # issue 22
     return EvalResult(
         rid,
         name,
         model,
         dataset,
-        json.loads(params) if params else {},
+        params,
         [_example_result(r) for r in rows],
         started,
         finished,
         calls or 0,
         retries or 0,
         store,
+        leakage,
     )
 
 

@@ -81,6 +81,7 @@ pre { margin: 0; white-space: pre-wrap; word-break: break-word; font: 12.5px/1.4
 ins { background: #dafbe1; text-decoration: none; } del { background: #ffebe9; }
 .pass { color: var(--ok); font-weight: 600; } .fail { color: var(--bad); font-weight: 600; }
 .error { color: var(--err); font-weight: 600; }
+.leaked { color: var(--err); font-size: 12px; }
 .filters button { border: 1px solid var(--line); background: #fff; border-radius: 6px;
                   padding: 3px 10px; margin-right: 4px; cursor: pointer; }
 .filters button[aria-pressed="true"] { background: var(--ink); color: #fff; }
@@ -212,7 +213,8 @@ def _examples(index: int, run: Run) -> str:
         score = "" if r.score is None else f"{r.score:.2f}"
         rows.append(
             f'<tr data-outcome="{outcome}">'
-            f'<td class="num">{r.position + 1}</td><td><pre>{_e(_question(r))}</pre></td>'
+            f'<td class="num">{r.position + 1}{_leak_mark(run, r)}</td>'  # issue 22
+            f"<td><pre>{_e(_question(r))}</pre></td>"
             f"<td><pre>{_e(r.target)}</pre></td><td>{answer}</td>"
             f'<td class="num"><span class="{outcome}">{outcome}</span> {score}</td>'
             f"<td>{_e(r.reason or '')}</td>"
@@ -228,6 +230,43 @@ def _examples(index: int, run: Run) -> str:
     )
 
 
+# --- issue 22: leakage marks (EvalResult.leakage, from eval/_leakage.py) ---
+def _leak_mark(run: Run, result: ExampleResult) -> str:
+    """A mark on an example whose input is in the model's training snapshot."""
+    leak = (getattr(run, "leakage", None) or {}).get("examples", {}).get(result.example_id)
+    if leak is None:
+        return ""
+    detail = "exact" if leak["kind"] == "exact" else f"near, Jaccard {leak['similarity']:.2f}"
+    return (
+        f'<br><span class="leaked" title="training example {_e(leak["training_example"])}">'
+        f"leaked ({detail})</span>"
+    )
+
+
+def _leakage_notes(runs: Sequence[Run]) -> str:
+    """For each run whose model's training data is known: what leaked, and the accuracy
+    without it."""
+    out = []
+    for run in runs:
+        leakage = getattr(run, "leakage", None)
+        if not leakage:
+            continue
+        scored = [r for r in run.results if r.score is not None]
+        leaked = sum(r.example_id in leakage["examples"] for r in scored)
+        out.append(
+            f'<p class="verdict leakage">{_e(run.model)}: {leaked} of {run.n} scored examples '
+            f"leaked from its training snapshot <code>{_e(leakage['training_snapshot'][:12])}"
+            f"</code> ({_e(leakage['training_dataset'])}: {leakage['exact']} exact, "
+            f"{leakage['near']} near-duplicates). Accuracy without them: "
+            f"<strong>{getattr(run, 'accuracy_without_leaked', run.accuracy):.1%}</strong> "
+            f'over {run.n - leaked}. <span class="muted">{_e(leakage["method"])}</span></p>'
+        )
+    return "".join(out)
+
+
+# --- end issue 22 ---
+
+
 def render(runs: Sequence[Run]) -> str:
     title = " vs ".join(dict.fromkeys(run.model for run in runs))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -235,7 +274,7 @@ def render(runs: Sequence[Run]) -> str:
         f"<h1>Eval report: {_e(title)}</h1>"
         f'<p class="muted">{len(runs)} run(s), made {now} by finetuner-otel. Accuracy is the '
         f"mean score of the scored examples; errors (failed calls) are counted apart.</p>"
-        f"<h2>Accuracy</h2>{_chart(runs)}{_summary_table(runs)}"
+        f"<h2>Accuracy</h2>{_chart(runs)}{_summary_table(runs)}{_leakage_notes(runs)}"
         f"{_comparisons(runs)}" + "".join(_examples(i, run) for i, run in enumerate(runs))
     )
     return (

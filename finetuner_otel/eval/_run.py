@@ -31,6 +31,37 @@ class EvalResult:
     calls: int = 0
     retries: int = 0
     store: Store | None = field(default=None, repr=False, compare=False)
+    # --- issue 22: leakage from the model's training snapshot (eval/_leakage.py) ---
+    leakage: dict[str, Any] | None = None
+
+    @property
+    def leaked(self) -> frozenset[str]:
+        """The ids of the examples whose input is in the model's training snapshot."""
+        return frozenset((self.leakage or {}).get("examples", {}))
+
+    @property
+    def clean(self) -> list[ExampleResult]:
+        """The scored examples that did not leak from training."""
+        leaked = self.leaked
+        return [r for r in self.scored if r.example_id not in leaked]
+
+    @property
+    def accuracy_without_leaked(self) -> float:
+        clean = self.clean
+        return sum(r.score or 0.0 for r in clean) / len(clean) if clean else 0.0
+
+    def _leakage_summary(self) -> str:
+        if self.leakage is None:
+            return ""
+        leaked = sum(r.example_id in self.leaked for r in self.scored)
+        return (
+            f"; {leaked} examples leaked from training snapshot "
+            f"{self.leakage['training_snapshot'][:12]} ({self.leakage['exact']} exact, "
+            f"{self.leakage['near']} near): accuracy without them "
+            f"{self.accuracy_without_leaked:.1%} over {len(self.clean)}"
+        )
+
+    # --- end issue 22 ---
 
     @property
     def scored(self) -> list[ExampleResult]:
@@ -71,6 +102,7 @@ class EvalResult:
             f"{self.eval_name} on {self.model} ({self.dataset}): accuracy {self.accuracy:.1%} "
             f"[95% CI {low:.1%}-{high:.1%}] over {self.n} examples; {self.failures} failed, "
             f"{self.errors} errors; {self.calls} calls made, {self.cached} answers from the cache"
+            + self._leakage_summary()  # issue 22
         )
 
     def __str__(self) -> str:

@@ -3,6 +3,7 @@
 from . import _reads as reads  # the read model the CLI and the UI share
 from ._call import Call
 from ._dataset import Dataset, Example, Export
+from ._leakage import Leakage, Overlap
 from ._schema import SchemaStatus
 from ._store import DatasetSummary, ImportResult, Snapshot, SQLResult, Store
 from ._validate import Problem, Stats, ValidationReport, validate_jsonl, validate_records
@@ -14,6 +15,8 @@ __all__ = [
     "Example",
     "Export",
     "ImportResult",
+    "Leakage",
+    "Overlap",
     "Problem",
     "SQLResult",
     "SchemaStatus",

@@ -20,6 +20,7 @@ from .._cot import answer_only
 from .._errors import ConfigurationError
 from .._json import dumps
 from .._prompt import Prompt
+from ._leakage import Leakage, find_leakage  # issue 22
 from ._validate import Stats, ValidationReport, validate_records
 
 
@@ -457,6 +458,35 @@ class Dataset(Sequence[Example]):
         data = hf_dataset(hf_records(records, [e.id for e in self]))
         return data if any(e.tools for e in self) else data.remove_columns("tools")
         # --- end issue 20 ---
+
+    # --- issue 22: train/eval leakage (store/_leakage.py) ---
+    def leakage(
+        self,
+        other: Sequence[Example],
+        *,
+        near: bool = True,
+        threshold: float = 0.7,
+        shingle: int = 3,
+        num_perm: int = 128,
+    ) -> Leakage:
+        """The examples of ``other`` (a dataset, a snapshot, a list of examples) whose input is
+        also in this one: exact repeats after normalising (NFKC, case, whitespace) and, with
+        ``near``, near-duplicates: Jaccard >= ``threshold`` of ``shingle``-word shingles,
+        found by MinHash LSH with ``num_perm`` permutations (the ``leakage`` extra). The
+        report has the counts, each match with both texts and its similarity, and the method."""
+        other_name = other.name if isinstance(other, Dataset) else "examples"
+        return find_leakage(
+            self.name,
+            self.examples,
+            other_name,
+            list(other),
+            near=near,
+            threshold=threshold,
+            shingle=shingle,
+            num_perm=num_perm,
+        )
+
+    # --- end issue 22 ---
 
     # --- the machinery of exports -------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._http import StdlibServer, listen, url_host
 from ._finetuning import FineTuningAPI
+from ._stored import StoredCompletionsAPI
 
 if TYPE_CHECKING:
     import openai
@@ -134,6 +135,7 @@ class OpenAIServer:
         # fine-tunes); script their jobs and failures through these.
         self.fine_tuning = FineTuningAPI("openai")
         self.together = FineTuningAPI("together")
+        self.stored_completions = StoredCompletionsAPI()  # GET /v1/chat/completions[/{id}...]
 
     @property
     def url(self) -> str:
@@ -208,6 +210,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(404, _error_body(f"Unknown path {self.path}", "invalid_request_error"))
 
     def do_GET(self) -> None:
+        stored = self.server.openai.stored_completions  # issue 22: stored chat completions
+        if stored.routes(self.path):
+            self._send_json(*stored.handle(self.path))
+            return
         if not self._fine_tuning("GET", b""):
             self._unknown_path()
 
