@@ -18,9 +18,7 @@ Built to face the network (each guard is a test in ``tests/test_serve_attacks.py
   ``limit_concurrency`` (then 503);
 - the bodies held in memory at once are bounded (``4 * max_body``, at least 64 MiB; past it new
   requests get 503 and ``Retry-After``), and so are the decodes running at once (2, in threads,
-  off the event loop: protobuf's parser holds about 32 bytes per byte of a body made of empty
-  messages, 512 MB for 16 MB, so two at once bound that to 1 GB; a smaller ``max_body`` lowers
-  it in proportion);
+  off the event loop, each within its budget of decoded characters, ``8 * max_body``);
 - decoding is bounded in depth and in output (see ``finetuner_otel._otlp``): a payload that does
   not parse is a 400 with a message, one that decodes too large a 413.
 """
@@ -50,7 +48,7 @@ READ_TIMEOUT = 10.0
 # The decoded spans of one request, in characters, may come to this many times max_body (at
 # least MIN_DECODED): a span pays for its resource too, so small spans of a large resource count
 # many times over, as their rows would.
-DECODED_FACTOR = 4
+DECODED_FACTOR = 8
 MIN_DECODED = 64 * 1024 * 1024
 MIN_BUFFERED = 64 * 1024 * 1024
 DECODE_THREADS = 2
