@@ -37,6 +37,7 @@ from .version import __version__
 
 if TYPE_CHECKING:
     from ._setup import Instrumentation, instrument, open_store, uninstrument
+    from ._shadow import Route, Shadow, route, shadow
     from .exporters import DuckDBSpanExporter
     from .instrumentation import OpenAIInstrumentor
     from .store import (
@@ -58,6 +59,10 @@ _LAZY = {
     "instrument": "._setup",
     "open_store": "._setup",
     "uninstrument": "._setup",
+    "Route": "._shadow",
+    "Shadow": "._shadow",
+    "route": "._shadow",
+    "shadow": "._shadow",
     "DuckDBSpanExporter": ".exporters",
     "OpenAIInstrumentor": ".instrumentation",
     "Dataset": ".store",
@@ -87,8 +92,10 @@ __all__ = [
     "Instrumentation",
     "OpenAIInstrumentor",
     "Prompt",
+    "Route",
     "SQLResult",
     "SchemaError",
+    "Shadow",
     "Snapshot",
     "Stats",
     "Store",
@@ -99,6 +106,8 @@ __all__ = [
     "dataset",
     "instrument",
     "open_store",
+    "route",
+    "shadow",
     "uninstrument",
     "validate_jsonl",
 ]

@@ -116,8 +116,12 @@ class FinetunerDistro(BaseDistro):  # type: ignore[misc]
         other = self._delegate()
         if other is not None:
             other.load_instrumentor(entry_point, **kwargs)
-            return
-        super().load_instrumentor(entry_point, **kwargs)
+        else:
+            super().load_instrumentor(entry_point, **kwargs)
+        if entry_point.name == "finetuner_openai":
+            from ._setup import start_shadow_from_environment
+
+            start_shadow_from_environment()
 
 
 def _capture_provider() -> TracerProvider | None:

@@ -46,6 +46,10 @@ PROMPT_NAME = "finetuner.prompt.name"  # the Prompt the input messages were rend
 PROMPT_VERSION = "finetuner.prompt.version"
 PROMPT_VARIABLES = "finetuner.prompt.variables"  # JSON: the values it was rendered with
 OMITTED_MARKER = "finetuner.omitted"  # key of a content part whose content was left out
+SHADOW_OF = "finetuner.shadow.of"  # a shadow's call: the production call's trace+span id (hex)
+ROUTED_FROM = "finetuner.routed_from"  # a routed call: the model the app asked for
+ROUTE_FALLBACK = "finetuner.route.fallback"  # the original model's call after a routed failure
+PURPOSE_SHADOW = "shadow"
 
 OPERATION_CHAT = "chat"
 

@@ -188,7 +188,10 @@ def instrument(
     ``"api_key"``); default ``FINETUNER_REDACT`` (built-in names, separated by commas).
     """
     global _active
+    from ._shadow import shadow, shadow_from_environment
+
     settings = Settings.load(db, spool_dir=spool_dir, default_dataset=default_dataset)
+    shadow_arguments = shadow_from_environment(os.environ)  # checked before anything is set up
     with _lock:
         if _active is not None:
             if _active.settings != settings:
@@ -221,9 +224,11 @@ def instrument(
             default_dataset=settings.default_dataset,
             redact=redactor,
         )
-        _active = Instrumentation(settings, provider, processor, owns)
-        atexit.register(_active.shutdown)
-        return _active
+        handle = _active = Instrumentation(settings, provider, processor, owns)
+        atexit.register(handle.shutdown)
+    if shadow_arguments is not None:
+        shadow(**shadow_arguments)
+    return handle
 
 
 def _choose_provider(explicit: Any) -> tuple[TracerProvider, bool]:
@@ -238,6 +243,22 @@ def _choose_provider(explicit: Any) -> tuple[TracerProvider, bool]:
     if isinstance(current, TracerProvider):
         return current, False
     return TracerProvider(sampler=ALWAYS_ON, resource=Resource.create()), True
+
+
+def flush_active(timeout: float = 30.0) -> bool:
+    """Flush what ``instrument()`` set up, if it is active: every call so far in the store."""
+    with _lock:
+        active = _active
+    return active.flush(timeout) if active is not None else True
+
+
+def start_shadow_from_environment() -> Any:
+    """``FINETUNER_SHADOW_MODEL`` (and the other ``FINETUNER_SHADOW_*``): start the shadow it
+    asks for; None when it asks for none."""
+    from ._shadow import shadow, shadow_from_environment
+
+    arguments = shadow_from_environment(os.environ)
+    return shadow(**arguments) if arguments is not None else None
 
 
 def uninstrument() -> None:

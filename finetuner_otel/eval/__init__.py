@@ -23,6 +23,7 @@ from ._eval import Eval
 from ._records import load_run
 from ._results import ExampleResult, Score
 from ._run import Comparison, EvalResult
+from ._shadow import ShadowPair, ShadowReport, shadow_report
 
 __all__ = [
     "BUILTIN",
@@ -34,6 +35,9 @@ __all__ = [
     "JSONMatch",
     "JudgeEval",
     "Score",
+    "ShadowPair",
+    "ShadowReport",
     "ToolCallMatch",
     "load_run",
+    "shadow_report",
 ]

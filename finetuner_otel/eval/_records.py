@@ -40,8 +40,11 @@ def load_cache(store: Store) -> dict[str, dict[str, Any]]:
     return {key: json.loads(answer) for key, answer in rows}
 
 
-def save_run(store: Store, result: EvalResult, cache: CacheEntries) -> None:
-    """The run, each of its examples and the answers new to the cache, in one transaction."""
+def save_run(
+    store: Store, result: EvalResult, cache: CacheEntries, *, replace: bool = False
+) -> None:
+    """The run, each of its examples and the answers new to the cache, in one transaction;
+    ``replace``: in place of the run of the same id (a live run that accrues, e.g. a shadow's)."""
     low, high = result.ci95
     run: list[Any] = [
         result.run_id,
@@ -55,6 +58,9 @@ def save_run(store: Store, result: EvalResult, cache: CacheEntries) -> None:
     run += [len(result.results), result.n, result.errors, result.accuracy, low, high]
     run += [result.calls, result.retries, result.cached, result.started_at, result.finished_at]
     with store.transaction() as con:
+        if replace:
+            con.execute("DELETE FROM eval_results WHERE run_id = ?", [result.run_id])
+            con.execute("DELETE FROM eval_runs WHERE id = ?", [result.run_id])
         con.execute(f"INSERT INTO eval_runs ({_RUN_COLUMNS}) VALUES ({_marks(16)})", run)
         con.executemany(
             f"INSERT INTO eval_results (run_id, {_RESULT_COLUMNS}) VALUES ({_marks(12)})",

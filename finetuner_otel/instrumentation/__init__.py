@@ -94,7 +94,10 @@ __all__ = ["OpenAIInstrumentor"]
 
 class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Patches the OpenAI SDK's chat-completions and Responses methods (``create`` and
-    ``parse``, sync and async, streaming or not)."""
+    ``parse``, sync and async, streaming or not). ``capture_options``: what the active
+    instrumentation was given (None when not instrumented)."""
+
+    capture_options: CaptureOptions | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -110,7 +113,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             else None
         )
         tracers = Tracers(tracer, capture)
-        options = CaptureOptions.load(kwargs)
+        options = self.capture_options = CaptureOptions.load(kwargs)
         for module, owner, method, api, is_async in _PATCHES:
             factory = async_traced if is_async else sync_traced
             wrap_function_wrapper(module, f"{owner}.{method}", factory(tracers, api, options))
@@ -128,3 +131,6 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         for module, owner, method in [p[:3] for p in _PATCHES] + _HELPERS + _POSTS:
             unwrap_ours(getattr(importlib.import_module(module), owner), method)
+        options, self.capture_options = self.capture_options, None
+        if options is not None:
+            options.extensions.close()

@@ -11,8 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -20,6 +20,7 @@ from .. import _semconv as sc
 from .._context import current_dataset, current_purpose
 from .._ownership import OurCall, note_our_call, note_our_response
 from .._settings import check_dataset_name
+from ._extensions import SHADOW_OF_KEY, Extensions, ShadowRequest
 from ._options import CaptureOptions
 
 if TYPE_CHECKING:
@@ -43,6 +44,25 @@ def log_internal_error(where: str) -> None:
     )
 
 
+def _routed(extensions: Extensions, dataset: str, attrs: dict[str, Any]) -> tuple[Any, str] | None:
+    """Whether a route sends this call to another model: (asked, routed to), the span's request
+    model set to the one called, and the one asked for kept beside it."""
+    for hook in extensions.routes:
+        asked = attrs.get(sc.REQUEST_MODEL)
+        chosen = hook.choose(dataset, asked)
+        if chosen:
+            attrs[sc.REQUEST_MODEL] = chosen
+            attrs[sc.ROUTED_FROM] = asked
+            return asked, chosen
+    return None
+
+
+def shadowed_call() -> str:
+    """In a shadow's call: the production call it shadows (trace and span id, hex)."""
+    value = baggage.get_baggage(SHADOW_OF_KEY)
+    return value if isinstance(value, str) else ""
+
+
 def resolve_dataset(keyword: Any, default: str) -> str:
     """Precedence: the call's dataset_name keyword > the innermost dataset() scope > default."""
     if keyword is not None:
@@ -64,7 +84,17 @@ class Tracers(NamedTuple):
 class ChatCall:
     """The span of one chat call (either API) and what it has collected so far."""
 
-    __slots__ = ("api", "buffer", "current", "ended", "options", "ours", "span")
+    __slots__ = (
+        "api",
+        "buffer",
+        "current",
+        "ended",
+        "options",
+        "ours",
+        "request",
+        "route",
+        "span",
+    )
 
     def __init__(
         self,
@@ -82,6 +112,10 @@ class ChatCall:
         self.ours: OurCall | None = None
         self.buffer: StreamBuffer | None = None
         self.ended = False
+        # Set only while shadows are registered: what to offer them once the call completed.
+        self.request: tuple[Any, Mapping[str, Any], str] | None = None
+        # (the model asked for, the model the call is routed to), for a routed call.
+        self.route: tuple[Any, str] | None = None
 
     @classmethod
     def start(
@@ -92,16 +126,23 @@ class ChatCall:
         kwargs: Mapping[str, Any],
         dataset_keyword: Any,
         options: CaptureOptions,
+        *,
+        routing: bool = True,
     ) -> ChatCall | None:
-        """Open the span for this call, or return None when it should not be traced."""
+        """Open the span for this call, or return None when it should not be traced.
+        ``routing``: whether a route may send it to another model (not for its fallback)."""
         if not is_instrumentation_enabled():
             return None
         try:
             attrs = api.request_attributes(kwargs, instance, options)
-            attrs[sc.DATASET] = resolve_dataset(dataset_keyword, options.default_dataset)
+            dataset = attrs[sc.DATASET] = resolve_dataset(dataset_keyword, options.default_dataset)
             why = current_purpose()
             if why is not None:
                 attrs[sc.PURPOSE] = why
+                if why == sc.PURPOSE_SHADOW:
+                    attrs[sc.SHADOW_OF] = shadowed_call()
+            extensions = options.extensions
+            route = _routed(extensions, dataset, attrs) if routing and why is None else None
             model = attrs.get(sc.REQUEST_MODEL)
             name = f"{sc.OPERATION_CHAT} {model}" if model else sc.OPERATION_CHAT
             span = tracers.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
@@ -114,6 +155,9 @@ class ChatCall:
                     span,
                 )
             call = cls(span, api, options, current=current)
+            call.route = route
+            if extensions.shadows and why is None and route is None and span.is_recording():
+                call.request = (instance, kwargs, dataset)
             start = getattr(span, "start_time", None)
             if start is not None:
                 trace_id = span.get_span_context().trace_id
@@ -179,6 +223,8 @@ class ChatCall:
             log_internal_error("the response capture")
         finally:
             self._end()
+        if self.request is not None:
+            self._offer()
 
     def end_without_response(self, reason: str) -> None:
         self.ended = True
@@ -212,8 +258,31 @@ class ChatCall:
                 self.span.set_attributes(buffer.attributes(incomplete=not complete))
             if not complete:
                 self.span.set_attribute(sc.INCOMPLETE, True)
+                self.request = None  # a broken-off stream is not shadowed
         except Exception:
             self.span.set_attribute(sc.CAPTURE_ERROR, "stream end")
             log_internal_error("the stream end")
+            self.request = None
         finally:
             self._end()
+        if self.request is not None:
+            self._offer()
+
+    def _offer(self) -> None:
+        """Hand the completed call to the shadows (each samples and queues; none blocks)."""
+        request, self.request = self.request, None
+        try:
+            assert request is not None
+            instance, kwargs, dataset = request
+            context = self.span.get_span_context()
+            offered = ShadowRequest(
+                self.api.name,
+                getattr(instance, "_client", None),
+                kwargs,
+                dataset,
+                f"{context.trace_id:032x}{context.span_id:016x}",
+            )
+            for hook in self.options.extensions.shadows:
+                hook.offer(offered)
+        except Exception:
+            log_internal_error("the shadow offer")

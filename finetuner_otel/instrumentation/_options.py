@@ -23,6 +23,7 @@ from .._settings import (
     load_default_dataset,
     load_max_content_size,
 )
+from ._extensions import Extensions
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class CaptureOptions:
     default_dataset: str = DEFAULT_DATASET
     parts: Parts = field(default_factory=lambda: Parts(DEFAULT_MAX_CONTENT_SIZE))
     redactor: Redactor | None = None
+    # The shadows and routes registered with this instrumentation (finetuner_otel.shadow).
+    extensions: Extensions = field(default_factory=Extensions, compare=False)
 
     @classmethod
     def load(

@@ -6,8 +6,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+import openai
 import wrapt
 
+from .. import _semconv as sc
 from .._context import dataset
 from .._settings import check_dataset_name
 from ._apis import CHAT, RESPONSES, Api
@@ -91,6 +93,17 @@ def _prepare(kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     return dataset_keyword, recorded
 
 
+def _to_model(kwargs: dict[str, Any], recorded: dict[str, Any], model: Any) -> dict[str, Any]:
+    """The request for a routed call (or its fallback): the same, to ``model``; a one-shot
+    iterator we replay is replayed again from the start."""
+    out = {**kwargs, "model": model}
+    for key in ("messages", "input"):
+        value = out.get(key)
+        if isinstance(value, _Replay):
+            out[key] = _Replay(value.__wrapped__, recorded[key])
+    return out
+
+
 def _respond(call: ChatCall, result: Any, proxy: type[SyncStreamProxy | AsyncStreamProxy]) -> Any:
     """Record a successful result; streams and raw responses come back wrapped, everything else
     untouched."""
@@ -158,7 +171,19 @@ def sync_traced(tracers: Tracers, api: Api, options: CaptureOptions) -> Wrapper:
         call = ChatCall.start(tracers, api, instance, recorded, dataset_keyword, options)
         if call is None:
             return wrapped(*args, **kwargs)
-        return _call_sync(call, wrapped, args, kwargs)
+        if call.route is None:
+            return _call_sync(call, wrapped, args, kwargs)
+        try:
+            return _call_sync(call, wrapped, args, _to_model(kwargs, recorded, call.route[1]))
+        except openai.APIError:  # the candidate failed: the model asked for answers instead
+            again = ChatCall.start(
+                tracers, api, instance, recorded, dataset_keyword, options, routing=False
+            )
+            kwargs = _to_model(kwargs, recorded, call.route[0])
+            if again is None:
+                return wrapped(*args, **kwargs)
+            again.span.set_attribute(sc.ROUTE_FALLBACK, call.route[1])
+            return _call_sync(again, wrapped, args, kwargs)
 
     return mark_ours(traced)
 
@@ -176,7 +201,20 @@ def async_traced(tracers: Tracers, api: Api, options: CaptureOptions) -> Wrapper
         call = ChatCall.start(tracers, api, instance, recorded, dataset_keyword, options)
         if call is None:
             return await wrapped(*args, **kwargs)
-        return await _call_async(call, wrapped, args, kwargs)
+        if call.route is None:
+            return await _call_async(call, wrapped, args, kwargs)
+        try:
+            routed = _to_model(kwargs, recorded, call.route[1])
+            return await _call_async(call, wrapped, args, routed)
+        except openai.APIError:  # the candidate failed: the model asked for answers instead
+            again = ChatCall.start(
+                tracers, api, instance, recorded, dataset_keyword, options, routing=False
+            )
+            kwargs = _to_model(kwargs, recorded, call.route[0])
+            if again is None:
+                return await wrapped(*args, **kwargs)
+            again.span.set_attribute(sc.ROUTE_FALLBACK, call.route[1])
+            return await _call_async(again, wrapped, args, kwargs)
 
     return mark_ours(traced)
 
