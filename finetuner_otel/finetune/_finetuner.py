@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError
-from ..store import Dataset, Store, validate_records
+from ..store import Dataset, Store, validate_preference_records, validate_records
 from ._job import Job
 from ._openai import ANYSCALE_BASE_URL, OpenAIProvider, RetiredProvider
 from ._records import record_state, record_upload, recorded_states
@@ -19,6 +20,10 @@ from ._types import METHODS, JobRequest, JobState, Provider
 
 if TYPE_CHECKING:
     import openai
+
+
+# The providers whose own DPO rules validate_preference_records knows (others get all three).
+PREFERENCE_PROVIDERS = ("openai", "together", "fireworks")
 
 
 class DatasetInvalidError(ConfigurationError):
@@ -182,8 +187,12 @@ class Finetuner:
         return file_id
 
     def upload_preferences(self, dataset: str, *, store: Store | None = None) -> str:
-        """Export the preference pairs of ``dataset`` (``store.prefer``) in the DPO format and
-        upload them; the provider's file id, for ``start_job(..., method="dpo")``."""
+        """Export the preference pairs of ``dataset`` (``store.prefer``) in the DPO format,
+        validate them by the provider's rules (OpenAI's, Together's or Fireworks'; all three
+        for another provider) and upload them; the provider's file id, for ``start_job(...,
+        method="dpo")``. Invalid pairs (a tool call as an output, say: these providers train
+        DPO on text answers) are refused with the report (DatasetInvalidError), naming the
+        calls, and nothing is uploaded."""
         source = store or self.store
         with tempfile.TemporaryDirectory(prefix="finetuner-upload-") as tmp:
             export = source.export_preferences(dataset, Path(tmp) / "preferences.jsonl")
@@ -192,6 +201,7 @@ class Finetuner:
                     f"dataset {dataset!r} has no preference pairs; record them with "
                     f"store.prefer(call_id, preferred, non_preferred)"
                 )
+            self._check_preferences(source, dataset, export)
             file_id = self.provider.upload(export)
         record_upload(
             self.store,
@@ -203,6 +213,24 @@ class Finetuner:
             examples=export.examples,
         )
         return file_id
+
+    def _check_preferences(self, store: Store, dataset: str, export: Path) -> None:
+        ids = store.sql(
+            "SELECT call_id FROM preference_pairs WHERE dataset = ? ORDER BY created_at", [dataset]
+        ).rows
+        rules = self.provider.name if self.provider.name in PREFERENCE_PROVIDERS else None
+        records = [json.loads(line) for line in export.read_text().splitlines() if line]
+        report = validate_preference_records(
+            records, provider=rules, ids=[str(r[0]) for r in ids][: len(records)]
+        )
+        if not report.ok:
+            names = {"openai": "OpenAI's", "together": "Together's", "fireworks": "Fireworks'"}
+            whose = names[rules] if rules else "OpenAI's, Together's and Fireworks'"
+            raise DatasetInvalidError(
+                f"the preference pairs of {dataset!r} break {whose} DPO rules; nothing was "
+                f"uploaded. Fix or leave out these pairs:\n{report.summary(limit=5)}",
+                report,
+            )
 
     def start_job(
         self,
