@@ -18,6 +18,7 @@ cursor of its page (``finetuner.import.cursor``) and the filters it was listed w
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -71,8 +72,11 @@ def _retry_after(exc: BaseException) -> float | None:
 class _Pager:
     """The API's pages, with backoff on top of the SDK's own retries."""
 
-    def __init__(self, client: openai.OpenAI, retries: int, backoff: float, out: Progress):
+    def __init__(
+        self, client: openai.OpenAI, page_size: int, retries: int, backoff: float, out: Progress
+    ) -> None:
         self.client = client
+        self.page_size = page_size
         self.retries = retries
         self.backoff = backoff
         self.out = out
@@ -94,7 +98,7 @@ class _Pager:
 
     def completions(self, after: str | None, filters: Mapping[str, Any]) -> Any:
         def page() -> Any:
-            kwargs = {**filters, "limit": PAGE_SIZE, "order": "asc"}
+            kwargs = {**filters, "limit": self.page_size, "order": "asc"}
             if after:
                 kwargs["after"] = after
             return self.client.chat.completions.list(**kwargs)
@@ -197,6 +201,13 @@ def _page(pager: _Pager, after: str | None, filters: Mapping[str, Any]) -> tuple
         return pager.completions(None, filters), None
 
 
+def _check_sizes(page_size: int, concurrency: int) -> None:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
+        raise ConfigurationError(f"page_size is 1 to 100 (the API's limit), got {page_size!r}")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+
+
 def import_openai_stored(
     client: openai.OpenAI,
     store: Store,
@@ -205,6 +216,8 @@ def import_openai_stored(
     model: str | None = None,
     since: int | float | None = None,
     dataset: str | None = None,
+    page_size: int = PAGE_SIZE,
+    concurrency: int = 8,
     retries: int = 5,
     backoff: float = 1.0,
     progress: bool | TextIO = True,
@@ -214,32 +227,33 @@ def import_openai_stored(
     ``model``, created at or after ``since`` (a Unix time; the API has no such filter, so
     older ones are listed but not fetched), into ``store``. A completion's dataset is its
     ``dataset`` or ``dataset_name`` metadata, else ``dataset``, else ``default``.
-    ``on_page(pages, added)`` is called after each page is stored."""
+    Each page holds ``page_size`` completions (at most 100), whose messages are read
+    ``concurrency`` at a time. ``on_page(pages, added)`` is called after each page is stored."""
     fallback = check_fallback(dataset)
+    _check_sizes(page_size, concurrency)
     filters = _filters(metadata, model)
     query = dumps(filters, sort_keys=True)
     known = stored_ids(store, SOURCE_NAME)
     after = resume_cursor(store, query)
     added: dict[str, int] = {}
     skipped = pages = 0
-    with Progress(progress, "openai stored completions", unit=" completions") as bar:
-        pager = _Pager(client, retries, backoff, bar)
+    with (
+        Progress(progress, "openai stored completions", unit=" completions") as bar,
+        concurrent.futures.ThreadPoolExecutor(concurrency) as pool,
+    ):
+        pager = _Pager(client, page_size, retries, backoff, bar)
         while True:
             page, after = _page(pager, after, filters)
-            rows = []
-            for completion in page.data:
-                if completion.id in known or (since is not None and completion.created < since):
-                    skipped += 1
-                    continue
-                messages = pager.messages(completion.id)
-                data = completion.to_dict()
-                rows.append(
-                    completion_row(
-                        data, messages, fallback=fallback, cursor=after or "", query=query
-                    )
-                )
-            new = write_rows(store, rows)
-            merge(added, new)
+            wanted = [
+                c for c in page.data if c.id not in known and (since is None or c.created >= since)
+            ]
+            skipped += len(page.data) - len(wanted)
+            inputs = pool.map(pager.messages, [c.id for c in wanted])
+            rows = [
+                completion_row(c.to_dict(), m, fallback=fallback, cursor=after or "", query=query)
+                for c, m in zip(wanted, inputs, strict=True)
+            ]
+            merge(added, write_rows(store, rows))
             known.update(row.attributes["finetuner.import.id"] for row in rows)
             pages += 1
             bar.show(f"openai stored completions: {sum(added.values())} added, {skipped} skipped")
