@@ -121,3 +121,39 @@ def finetune_list(args: argparse.Namespace, ctx: Context) -> int:
     columns = list(reads.LINEAGE_COLUMNS)
     ctx.output.rows(columns, [[job[c] for c in columns] for job in jobs])
     return 0
+
+
+# --- issue 20: serve a local job's adapter (owned by the finetune work) ---
+@GROUP.command(
+    "serve",
+    Arg("job", help="a local job's id, or its folder"),
+    _OUTPUT_DIR,
+    Arg("--host", default="127.0.0.1"),
+    Arg("--port", type=int, default=8001),
+    Arg("--backend", choices=["auto", "transformers", "vllm"], default="auto"),
+    Arg("--max-new-tokens", type=int, default=256),
+)
+def finetune_serve(args: argparse.Namespace, ctx: Context) -> int:
+    """serve a local job's adapter on an OpenAI-compatible chat-completions endpoint"""
+    import contextlib
+    from pathlib import Path
+
+    from ..finetune import serve
+
+    target: Any = args.job
+    if not Path(args.job).exists():
+        target = _finetuner(ctx, "local", args.output_dir).get_job(args.job)
+    options = {"host": args.host, "port": args.port, "backend": args.backend}
+    with serve(target, max_new_tokens=args.max_new_tokens, **options) as server:
+        print(
+            f"serving {server.model} (and its base {server.base_model}) at {server.url}; "
+            f"Ctrl-C stops",
+            file=ctx.err,
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+    return 0
+
+
+# --- end issue 20 ---

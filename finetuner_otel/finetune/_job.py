@@ -212,6 +212,13 @@ class Job:
     def _label(self) -> str:
         return f"{self.id}: {self.provider_status}"
 
+    def serve(self, **options: Any) -> Any:
+        """Serve a succeeded local job's adapter (and its base model) on an OpenAI-compatible
+        endpoint; the running server (``.url``, ``.model``). See ``finetune.serve``."""
+        from ._serve import serve
+
+        return serve(self, **options)
+
 
 class _Steps:
     """How far training is, as the provider's events say (``step`` of ``total_steps``)."""
