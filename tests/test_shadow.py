@@ -199,6 +199,16 @@ def test_a_correction_is_the_target_and_the_paired_test_uses_it(
     assert report.n == 6 and set(report.disagreements) == {by_ticket["ticket 2"]}
     assert report.paired == {"n": 1, "production": 0.0, "candidate": 1.0, "p_value": 1.0}
     assert json.dumps(report.to_dict())  # plain values, for the CLI's JSON
+    from .test_cli import run
+
+    which = ("--db", str(db), "--dataset", "tickets", "--candidate", "cand")
+    code, out, _ = run("--json", "shadow", "status", *which)
+    status = json.loads(out)
+    assert code == 0 and status["calls"] == 6 and status["disagreements"] == 1
+    assert status["agreement"] == pytest.approx(5 / 6)
+    assert status["ci_low"] < status["agreement"] < status["ci_high"]
+    code, out, _ = run("--json", "shadow", "disagreements", *which)
+    assert code == 0 and by_ticket["ticket 2"] in out
 
 
 def test_shadow_and_route_need_the_instrumentation_and_check_their_arguments() -> None:

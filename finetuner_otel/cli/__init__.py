@@ -20,7 +20,7 @@ from typing import TextIO
 
 from .._errors import FinetunerError
 from ..version import __version__
-from . import _admin, _calls, _datasets, _eval, _finetune, _import, _servers, _sql
+from . import _admin, _calls, _datasets, _eval, _finetune, _import, _servers, _shadow, _sql
 from . import _leakage as _leakage  # issue 22: registers `datasets leakage` in _datasets.GROUP
 from ._command import Context, Group
 from ._output import printable
@@ -34,6 +34,7 @@ SECTIONS: tuple[Group, ...] = (
     _calls.GROUP,
     _finetune.GROUP,
     _eval.GROUP,
+    _shadow.GROUP,
     _import.GROUP,
     _admin.COMMANDS,
     _servers.COMMANDS,
