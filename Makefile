@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # The torch build the local-trainer tests run on (a CPU build where one is at hand).
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test check lint bench bench-peers screenshots clean
+.PHONY: demo test check lint bench bench-peers screenshots clean frameworks
 
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
@@ -31,6 +31,13 @@ demo: $(BIN)/.installed-base
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+	$(MAKE) frameworks
+
+# The real frameworks (LangChain, instructor, pydantic-ai, openai-agents, litellm), each in an
+# environment of its own under .venv-frameworks/, made once per set of pins
+# (tests/frameworks/run.py, tests/frameworks/constraints/).
+frameworks: $(BIN)/.installed-base
+	$(BIN)/python tests/frameworks/run.py
 
 check: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "not slow" -x -q --ff
@@ -52,4 +59,4 @@ screenshots: $(BIN)/.installed
 	$(BIN)/python tests/ui_screenshots.py docs
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-frameworks build *.egg-info .pytest_cache .mypy_cache .ruff_cache
