@@ -29,6 +29,7 @@ SLOW_FILES = {
 # Single tests of otherwise fast files (file::function, every parametrization).
 SLOW_TESTS = {
     "test_cli.py::test_end_to_end_through_the_cli_only": "each step a `finetuner` process (~25 s)",
+    "test_eval.py::test_the_html_report_renders_in_chromium_without_console_errors": "Chromium",
     "test_faults.py::test_an_ingest_killed_mid_transaction_loses_nothing_on_rerun": "SIGKILL",
     "test_sql_sandbox.py::test_no_statement_changes_anything_on_disk": "hypothesis (~10 s)",
 }
