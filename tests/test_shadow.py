@@ -240,3 +240,34 @@ def test_the_environment_starts_a_shadow(
         while len(rows(handle, "request_model = 'cand'")) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(rows(handle, "request_model = 'cand'")) == 3
+
+
+def test_the_ui_shows_the_live_run_and_links_each_disagreement_to_its_review(
+    db: Path, live: OpenAIServer, models: Models
+) -> None:
+    from starlette.testclient import TestClient
+
+    from finetuner_otel.ui import create_app
+
+    client = live.client(max_retries=0)
+    models.disagree_on = {4}
+    with finetuner_otel.instrument(db) as handle:
+        with finetuner_otel.shadow("cand", sample=1.0) as shadow:
+            _tickets(client, range(8))
+            assert shadow.drain()
+        stored = rows(handle)
+    wrong = next(
+        r["id"]
+        for r in stored
+        if r["request_model"] == "prod" and r["messages"][0]["content"] == "ticket 4"
+    )
+    app = create_app(db, read_only=True)
+    with TestClient(app, base_url="http://127.0.0.1") as browser:
+        listing = browser.get("/shadow")
+        assert listing.status_code == 200 and "cand" in listing.text
+        page = browser.get("/shadow", params={"dataset": "tickets", "candidate": "cand"})
+        assert page.status_code == 200
+        assert "87.5%" in page.text and f'href="/calls/{wrong}"' in page.text
+        review = browser.get(f"/calls/{wrong}")
+        assert review.status_code == 200
+        assert browser.get("/shadow", params={"dataset": "x", "candidate": "y"}).status_code == 404

@@ -62,11 +62,12 @@ class ShadowPair:
 
 
 def _percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile in milliseconds, to a tenth."""
     if not values:
         return None
     if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+        return round(values[0], 1)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 1)
 
 
 @dataclass

@@ -404,3 +404,17 @@ def eval_runs(store: Store) -> list[dict[str, Any]]:
         "SELECT id, eval, model, dataset, examples, scored, errors, accuracy, ci_low, ci_high, "
         "calls, cached, started_at FROM eval_runs ORDER BY started_at DESC"
     ).dicts()
+
+
+def shadowed(store: Store) -> list[dict[str, Any]]:
+    """Each dataset and candidate model a shadow called, with its count of calls: the shadow
+    runs ``finetuner_otel.eval.shadow_report`` can score."""
+    if not store.path.exists():
+        return []
+    result = store.sql(
+        "SELECT dataset, request_model AS candidate, count(*) AS calls, "
+        "max(started_at) AS last_call_at FROM calls "
+        "WHERE attributes->>'finetuner.purpose' = 'shadow' "
+        "GROUP BY dataset, request_model ORDER BY last_call_at DESC"
+    )
+    return result.dicts()

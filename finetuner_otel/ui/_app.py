@@ -39,7 +39,7 @@ from starlette.staticfiles import StaticFiles
 from .._errors import CallNotFoundError, ConfigurationError, FinetunerError
 from .._html import accuracy_chart, word_diff
 from .._http import is_loopback, url_host
-from ..eval import Comparison, EvalResult, load_run
+from ..eval import Comparison, EvalResult, load_run, shadow_report
 from ..store import Store, reads
 
 _MAX_FORM_BYTES = 1024 * 1024
@@ -382,6 +382,18 @@ class App:
         )
         return self.render(request, "evals.html", runs=runs, chart=Markup(chart))
 
+    def shadow(self, request: Request) -> Response:
+        """The shadow runs, and one run's live comparison with its disagreements to review."""
+        dataset = request.query_params.get("dataset")
+        candidate = request.query_params.get("candidate")
+        runs = reads.shadowed(self.store)
+        report = None
+        if dataset and candidate:
+            report = shadow_report(self.store, dataset, candidate, save=False)
+            if not report.pairs:
+                raise UIError(404, f"no shadow calls of {candidate!r} on {dataset!r}")
+        return self.render(request, "shadow.html", runs=runs, report=report)
+
     def eval_run(self, request: Request) -> Response:
         run = self._run(request.path_params["run_id"])
         return self.render(request, "eval_run.html", run=run)
@@ -455,6 +467,7 @@ def create_app(
         Route("/evals", page(threaded(ui.evals))),
         Route("/evals/compare", page(threaded(ui.compare))),
         Route("/evals/{run_id}", page(threaded(ui.eval_run))),
+        Route("/shadow", page(threaded(ui.shadow))),
         Mount("/static", StaticFiles(packages=[("finetuner_otel.ui", "static")]), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=ui.guard)])
