@@ -16,7 +16,8 @@ same input, exactly or nearly:
   near-duplicates without comparing every pair; each candidate's Jaccard is then computed
   exactly on the shingle sets, so a reported match is never an artefact of the sketch (a
   pair just above the threshold may, rarely, be missed by it). The same ticket with another
-  greeting scores about 0.8-0.9; two different tickets in the same words about 0.1-0.3.
+  greeting and sign-off scores about 0.8 (tests/test_leakage.py); two different tickets of
+  the same shop, sharing words such as "order 4411" or "refund", under 0.1.
 
 Near-duplicates need the ``leakage`` extra (``pip install 'finetuner-otel[leakage]'``);
 ``near=False`` checks exact repeats only, with nothing to install.
@@ -42,6 +43,7 @@ class Example(Protocol):
     def id(self) -> str: ...
     @property
     def messages(self) -> list[dict[str, Any]]: ...
+
 
 THRESHOLD = 0.7
 SHINGLE = 3
@@ -166,9 +168,9 @@ def _check(threshold: float, shingle: int, num_perm: int) -> None:
         raise ConfigurationError(f"threshold is a Jaccard similarity in (0, 1], got {threshold!r}")
     if not 0.0 < threshold <= 1.0:
         raise ConfigurationError(f"threshold is a Jaccard similarity in (0, 1], got {threshold}")
-    for name, value in (("shingle", shingle), ("num_perm", num_perm)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}")
+    for name, value, least in (("shingle", shingle, 1), ("num_perm", num_perm, 16)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigurationError(f"{name} must be a whole number >= {least}, got {value!r}")
 
 
 def find_leakage(
@@ -243,7 +245,9 @@ def _near_pairs(
     datasketch = _minhash_lsh()
     left_sets = [shingles(t, size) for t in left]
     right_sets = [shingles(t, size) for t in right]
-    lsh = datasketch.MinHashLSH(threshold=threshold, num_perm=num_perm)
+    # LSH only proposes candidates (each is then checked against ``threshold`` exactly); past
+    # 0.9 its bands would be too few to build, and a pair that similar is proposed all but surely.
+    lsh = datasketch.MinHashLSH(threshold=min(threshold, 0.9), num_perm=num_perm)
     # The smaller side is indexed and the larger one queried: the same pairs, less memory.
     small_left = len(left) <= len(right)
     indexed, queried = (left_sets, right_sets) if small_left else (right_sets, left_sets)
