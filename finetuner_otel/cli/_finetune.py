@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ..finetune import Finetuner, Job
 
 GROUP = Group("finetune", "start, follow and list fine-tuning jobs")
-PROVIDERS = ("openai", "together", "local")
+PROVIDERS = ("openai", "together", "fireworks", "local")
 _OUTPUT_DIR = Arg("--output-dir", help="local provider: where models go")
 _POLL = Arg("--poll", type=float, default=10.0, help=argparse.SUPPRESS)
 
@@ -24,9 +24,11 @@ def _finetuner(ctx: Context, provider: str, output_dir: str | None = None) -> Fi
         return Finetuner.for_openai(store=ctx.store)
     if provider == "together":
         return Finetuner.for_together(store=ctx.store)
+    if provider == "fireworks":  # issue 20
+        return Finetuner.for_fireworks(store=ctx.store)
     if provider == "local":
         return Finetuner.for_local(output_dir or "finetuner-models", store=ctx.store)
-    raise ConfigurationError(f"provider is openai, together or local, got {provider!r}")
+    raise ConfigurationError(f"provider is one of {', '.join(PROVIDERS)}, got {provider!r}")
 
 
 def _job_provider(ctx: Context, job_id: str) -> str:

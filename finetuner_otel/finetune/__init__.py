@@ -4,7 +4,7 @@
 
     from finetuner_otel.finetune import Finetuner
 
-    ft = Finetuner.for_openai()          # or for_together(), for_local(), Finetuner(provider)
+    ft = Finetuner.for_openai()          # or for_together(), for_fireworks(), for_local()
     train_id = ft.upload_dataset(train)  # validated first; an invalid dataset is refused
     job = ft.start_job("gpt-4o-mini-2024-07-18", train_id, ft.upload_dataset(val), n_epochs=3)
     job.wait()                           # the provider's events as they come
@@ -15,6 +15,7 @@
 """
 
 from ._finetuner import DatasetInvalidError, Finetuner
+from ._fireworks import FireworksProvider
 from ._job import Job, JobFailedError
 from ._openai import OpenAIProvider
 from ._serve import AdapterServer, ServeStats, VLLMServer, serve
@@ -27,6 +28,7 @@ __all__ = [
     "DatasetInvalidError",
     "Event",
     "Finetuner",
+    "FireworksProvider",
     "Job",
     "JobFailedError",
     "JobRequest",

@@ -100,6 +100,32 @@ class Finetuner:
         return cls(TogetherProvider(client), store=store)
 
     @classmethod
+    def for_fireworks(
+        cls,
+        *,
+        api_key: str | None = None,
+        account: str | None = None,
+        base_url: str | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
+    ) -> Finetuner:
+        """Fireworks AI (``FIREWORKS_API_KEY``, and the account id ``FIREWORKS_ACCOUNT_ID``;
+        ``base_url`` for another deployment of its API): supervised and DPO LoRA jobs."""
+        import openai
+
+        from ._fireworks import FIREWORKS_BASE_URL, FireworksProvider
+
+        client = openai.OpenAI(
+            api_key=_api_key(api_key, "FIREWORKS_API_KEY", "Fireworks"),
+            base_url=base_url or os.environ.get("FIREWORKS_BASE_URL") or FIREWORKS_BASE_URL,
+        )
+        account = account or os.environ.get("FIREWORKS_ACCOUNT_ID")
+        if not account:
+            raise ConfigurationError(
+                "Fireworks needs your account id: set FIREWORKS_ACCOUNT_ID or pass account=..."
+            )
+        return cls(FireworksProvider(client, account), store=store)
+
+    @classmethod
     def for_anyscale(
         cls,
         *,

@@ -35,16 +35,22 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import ConfigurationError
 from .._http import UvicornServer, listen, url_host
+from ._types import JobState
 
 if TYPE_CHECKING:
     import openai
     from starlette.responses import Response
 
-    from ._job import Job
+
+class _HasState(Protocol):
+    """A ``Job`` (not imported: ``Job.serve`` imports this module)."""
+
+    @property
+    def state(self) -> JobState: ...
 
 BACKENDS = ("auto", "transformers", "vllm")
 
@@ -62,19 +68,18 @@ class ServeStats:
         return self.completion_tokens / self.seconds if self.seconds else None
 
 
-def _adapter(job_or_path: Job | str | os.PathLike[str]) -> tuple[Path, str]:
+def _adapter(job_or_path: _HasState | str | os.PathLike[str]) -> tuple[Path, str]:
     """The adapter's folder and the name to serve it under (the job id, else the folder's)."""
-    from ._job import Job
-
-    if isinstance(job_or_path, Job):
-        if job_or_path.provider != "local" or job_or_path.state.status != "succeeded":
+    state = getattr(job_or_path, "state", None)
+    if isinstance(state, JobState):
+        if state.provider != "local" or state.status != "succeeded":
             raise ConfigurationError(
-                f"only a succeeded local job can be served here; {job_or_path.id} is a "
-                f"{job_or_path.state.status} {job_or_path.provider} job (its provider serves "
-                f"its model: call {job_or_path.fine_tuned_model or 'it'} there)"
+                f"only a succeeded local job can be served here; {state.id} is a "
+                f"{state.status} {state.provider} job (its provider serves its model: call "
+                f"{state.fine_tuned_model or 'it'} there)"
             )
-        return Path(str(job_or_path.fine_tuned_model)), job_or_path.id
-    path = Path(job_or_path)
+        return Path(str(state.fine_tuned_model)), state.id
+    path = Path(job_or_path)  # type: ignore[arg-type]
     if (path / "job.json").is_file():  # a job's folder
         return path / "adapter", path.name
     return path, path.parent.name if path.name == "adapter" else path.name
@@ -102,7 +107,7 @@ def _gpu() -> bool:
 
 
 def serve(
-    job_or_path: Job | str | os.PathLike[str],
+    job_or_path: _HasState | str | os.PathLike[str],
     *,
     host: str = "127.0.0.1",
     port: int = 0,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._http import StdlibServer, listen, url_host
 from ._finetuning import FineTuningAPI
+from ._fireworks import FireworksAPI  # issue 20: Fireworks' fine-tuning API
 from ._stored import StoredCompletionsAPI
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ class OpenAIServer:
         # fine-tunes); script their jobs and failures through these.
         self.fine_tuning = FineTuningAPI("openai")
         self.together = FineTuningAPI("together")
+        self.fireworks = FireworksAPI()  # issue 20: Fireworks' datasets and jobs
         self.stored_completions = StoredCompletionsAPI()  # GET /v1/chat/completions[/{id}...]
 
     @property
@@ -201,7 +203,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _fine_tuning(self, method: str, body: bytes) -> bool:
         openai_server = self.server.openai
-        for api in (openai_server.fine_tuning, openai_server.together):
+        apis = (openai_server.fine_tuning, openai_server.together, openai_server.fireworks)
+        for api in apis:  # issue 20: and Fireworks'
             if api.routes(self.path):
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, obj, extra = api.handle(method, self.path, headers, body)
