@@ -60,3 +60,10 @@ screenshots: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .venv-frameworks build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The local loop timed (tests/gpu_check.py): a small model built on the spot, a LoRA trained for
+# a few steps, served (vLLM where it runs), an eval; seconds per step and tokens per second.
+# On a GPU where torch sees one, on the CPU otherwise (slowly).
+.PHONY: gpu-check
+gpu-check: $(BIN)/.installed
+	$(BIN)/python -m tests.gpu_check $(GPU_CHECK_ARGS)

@@ -52,6 +52,7 @@ class _HasState(Protocol):
     @property
     def state(self) -> JobState: ...
 
+
 BACKENDS = ("auto", "transformers", "vllm")
 
 
