@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import re
 import unicodedata
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -188,25 +189,21 @@ def find_leakage(
     _check(threshold, shingle, num_perm)
     texts = [input_text(e.messages) for e in examples]
     other_texts = [input_text(e.messages) for e in other]
+    normal = [normalise(t) for t in texts]
+    other_normal = [normalise(t) for t in other_texts]
     first: dict[str, int] = {}
-    for index, text in enumerate(texts):
-        first.setdefault(normalise(text), index)
+    for index, text in enumerate(normal):
+        first.setdefault(text, index)
     exact, rest = [], []
     for index, text in enumerate(other_texts):
-        match = first.get(normalise(text))
+        match = first.get(other_normal[index])
         if match is None:
             rest.append(index)
             continue
         exact.append(Overlap("exact", examples[match].id, other[index].id, 1.0, texts[match], text))
     found: list[Overlap] = []
     if near and rest:
-        pairs = _near_pairs(
-            [normalise(t) for t in texts],
-            [normalise(other_texts[i]) for i in rest],
-            threshold,
-            shingle,
-            num_perm,
-        )
+        pairs = _near_pairs(normal, [other_normal[i] for i in rest], threshold, shingle, num_perm)
         for j, (i, similarity) in sorted(pairs.items()):
             o = rest[j]
             found.append(
@@ -269,7 +266,9 @@ def _near_pairs(
 
 
 def _sketches(datasketch: Any, sets: Iterable[set[str]], num_perm: int) -> list[Any]:
+    # CRC-32 rather than datasketch's default SHA-1: a third of the time, and as good here
+    # (the sketch only needs distinct shingles to hash apart; its permutations do the rest).
     sketches: list[Any] = datasketch.MinHash.bulk(
-        ([s.encode() for s in words] for words in sets), num_perm=num_perm
+        ([s.encode() for s in words] for words in sets), num_perm=num_perm, hashfunc=zlib.crc32
     )
     return sketches
