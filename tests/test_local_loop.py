@@ -5,6 +5,10 @@ adapter, evaluate the base and the tuned model on the held-out split, compare, r
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import openai
@@ -131,3 +135,25 @@ def test_serving_streams_in_the_chat_wire_format(
         lines = [line for line in raw.http_response.iter_lines() if line]
         assert lines[-1] == "data: [DONE]"
         assert json.loads(lines[0].removeprefix("data: "))["object"] == "chat.completion.chunk"
+
+    # the same adapter through the CLI: `finetuner finetune serve JOB`, until Ctrl-C
+    command = [sys.executable, "-m", "finetuner_otel.cli", "--db", str(capture.open_store().path)]
+    command += ["finetune", "serve", job.id, "--output-dir", str(tmp_path / "models")]
+    process = subprocess.Popen(
+        [*command, "--port", "0"], stderr=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    try:
+        line = process.stderr.readline() if process.stderr else ""
+        while line and " at http" not in line:
+            line = process.stderr.readline() if process.stderr else ""
+        url = line.split(" at ", 1)[1].split(";", 1)[0]
+        answer = openai.OpenAI(base_url=url, api_key="local").chat.completions.create(
+            model=job.id, messages=messages, max_tokens=6
+        )
+        assert answer.choices[0].message.content == whole.choices[0].message.content
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+        if process.stderr:
+            process.stderr.close()
+    assert code == 0
