@@ -20,7 +20,9 @@ TRL's ``SFTTrainer``) takes. The conversion, one rule per difference:
   {...}}`` is the shape HF templates read) and handed to the template: in a dataset, as JSON
   text in a ``tools`` column, which TRL parses and passes to ``apply_chat_template``.
 - **Everything else** (``weight``, ``name``, ``refusal`` keys) is kept; templates ignore keys they
-  do not know.
+  do not know. Note that TRL does not read ``weight`` either: the local trainer trains on the
+  whole rendered conversation, weight-0 history included (TRL's ``assistant_only_loss`` needs a
+  template with ``{% generation %}`` marks, which none of the common ones have).
 
 ``check_template(tokenizer, records)`` renders every converted example through a tokenizer's
 chat template and raises ``HFConversionError`` naming the examples it cannot render (the
