@@ -119,9 +119,9 @@ class FinetunerDistro(BaseDistro):  # type: ignore[misc]
         else:
             super().load_instrumentor(entry_point, **kwargs)
         if entry_point.name == "finetuner_openai":
-            from ._setup import start_shadow_from_environment
+            from ._shadow import start_from_environment
 
-            start_shadow_from_environment()
+            start_from_environment()
 
 
 def _capture_provider() -> TracerProvider | None:

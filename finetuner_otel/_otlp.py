@@ -337,20 +337,3 @@ def _walk(request: Any, form: Format, budget: Budget) -> list[ReadableSpan]:
                 budget.spend(len(fields.name) + len(fields.status_message))
                 spans.append(_readable(fields, resource, scope))
     return spans
-
-
-def decode_request(body: bytes, content_type: str, budget: int) -> list[ReadableSpan]:
-    """The spans of a protobuf or OTLP/JSON trace export, as SDK ReadableSpans. Raises
-    BadPayload (with the reason) or DecodedTooLarge (past ``budget`` characters)."""
-    kind = content_type.split(";", 1)[0].strip().lower()
-    spend = Budget(budget)
-    if kind in JSON_TYPES:
-        from ._otlp_json import Json, load
-
-        return _walk(load(body), Json(spend), spend)
-    if kind not in PROTOBUF_TYPES:
-        raise BadPayload(
-            f"unsupported content-type {content_type!r}; send application/x-protobuf or "
-            f"application/json"
-        )
-    return _walk(memoryview(body), _Protobuf(spend), spend)

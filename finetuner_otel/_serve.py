@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 from . import _otlp
 from ._errors import ConfigurationError
 from ._http import UvicornServer, is_loopback, listen, url_host
-from ._otlp import BadPayload, DecodedTooLarge, decode_request
+from ._otlp import BadPayload, DecodedTooLarge
+from ._otlp_decode import decode_request
 
 if TYPE_CHECKING:
     from starlette.requests import Request

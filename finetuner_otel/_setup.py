@@ -225,6 +225,9 @@ def instrument(
             redact=redactor,
         )
         handle = _active = Instrumentation(settings, provider, processor, owns)
+        options = OpenAIInstrumentor().capture_options
+        if options is not None:
+            options.extensions.owner = handle  # routes read the shadow runs from its store
         atexit.register(handle.shutdown)
     if shadow_arguments is not None:
         shadow(**shadow_arguments)
@@ -243,22 +246,6 @@ def _choose_provider(explicit: Any) -> tuple[TracerProvider, bool]:
     if isinstance(current, TracerProvider):
         return current, False
     return TracerProvider(sampler=ALWAYS_ON, resource=Resource.create()), True
-
-
-def flush_active(timeout: float = 30.0) -> bool:
-    """Flush what ``instrument()`` set up, if it is active: every call so far in the store."""
-    with _lock:
-        active = _active
-    return active.flush(timeout) if active is not None else True
-
-
-def start_shadow_from_environment() -> Any:
-    """``FINETUNER_SHADOW_MODEL`` (and the other ``FINETUNER_SHADOW_*``): start the shadow it
-    asks for; None when it asks for none."""
-    from ._shadow import shadow, shadow_from_environment
-
-    arguments = shadow_from_environment(os.environ)
-    return shadow(**arguments) if arguments is not None else None
 
 
 def uninstrument() -> None:

@@ -41,8 +41,14 @@ from ._context import purpose
 from ._errors import ConfigurationError
 from ._fields import field
 from ._semconv import PURPOSE_SHADOW
-from .instrumentation import OpenAIInstrumentor
-from .instrumentation._extensions import SHADOW_OF_KEY, Extensions, ShadowRequest
+from .instrumentation import (
+    SHADOW_OF_KEY,
+    Extensions,
+    OpenAIInstrumentor,
+    Owner,
+    ShadowRequest,
+)
+from .store import Store
 
 logger = logging.getLogger("finetuner_otel.shadow")
 # Transport options the candidate's call does without: it is always a whole answer.
@@ -288,6 +294,7 @@ class Route:
         self.require_agreement = _number("require_agreement", require_agreement, low=0, high=1)
         self.store = store
         self.eval = eval
+        self.owner: Owner | None = None
         self.active = False
         self.reason = "not checked yet"
         self.routed = 0
@@ -311,10 +318,11 @@ class Route:
     def refresh(self) -> bool:
         """Check the live agreement now: route while its lower 95% bound is at least
         ``require_agreement``; stop once the agreement itself falls below it."""
-        from ._setup import flush_active
         from .eval import shadow_report
 
-        flush_active()
+        owner = self.owner
+        if owner is not None:
+            owner.flush()  # the shadow calls made so far, into the store
         report = shadow_report(self.store, self.dataset, self.candidate, eval=self.eval)
         self.report = report
         low, _ = report.ci95
@@ -380,19 +388,21 @@ def route(
     ``.refresh()``). A candidate's call that fails is answered by the model asked for. Routed
     calls are tagged ``finetuner.routed_from``; ``.active`` and ``.reason`` say where it stands,
     ``.stop()`` ends it."""
-    from ._setup import open_store
-
     extensions = _extensions()
+    owner = extensions.owner
+    if store is None:  # the store the calls go to: instrument()'s, else FINETUNER_DB's
+        store = owner.open_store() if owner is not None else Store()
     hook = Route(
         dataset,
         candidate_model,
         share=share,
         require_agreement=require_agreement,
-        store=store if store is not None else open_store(),
+        store=store,
         eval=eval,
         check_every=check_every,
         seed=seed,
     )
+    hook.owner = owner
     hook.refresh()
     if not hook.active:
         logger.warning("finetuner-otel: route(%r, %r) %s", dataset, candidate_model, hook.reason)
@@ -400,3 +410,12 @@ def route(
     if hook._checker is not None:
         hook._checker.start()
     return hook
+
+
+def start_from_environment() -> Shadow | None:
+    """``FINETUNER_SHADOW_MODEL`` (and the other ``FINETUNER_SHADOW_*``): start the shadow it
+    asks for, for the instrumentation just set up; None when it asks for none."""
+    import os
+
+    arguments = shadow_from_environment(os.environ)
+    return shadow(**arguments) if arguments is not None else None

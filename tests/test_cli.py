@@ -411,6 +411,7 @@ def test_help_lists_every_group_and_command() -> None:
         "calls",
         "finetune",
         "eval",
+        "shadow",
         "import",
         "ingest",
         "doctor",
@@ -430,7 +431,8 @@ def test_help_lists_every_group_and_command() -> None:
         "leakage",
     ]
     assert commands("calls") == ["list", "show", "accept", "reject", "correct"]
-    assert commands("finetune") == ["start", "status", "wait", "cancel", "list"]
+    assert commands("finetune") == ["start", "status", "wait", "cancel", "list", "serve"]
     assert commands("eval") == ["run", "show", "compare", "report"]
+    assert commands("shadow") == ["status", "disagreements"]
     code, out, _ = run("calls", "accept", "--help")
     assert code == 0 and "mark a call good" in out and "--note" in out

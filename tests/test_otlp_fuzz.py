@@ -35,7 +35,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from finetuner_otel import Store
 from finetuner_otel._json import dumps
-from finetuner_otel._otlp import MAX_DEPTH, BadPayload, DecodedTooLarge, decode_request
+from finetuner_otel._otlp import MAX_DEPTH, BadPayload, DecodedTooLarge
+from finetuner_otel._otlp_decode import decode_request
 from finetuner_otel._serve import OTLPReceiver
 
 from ._otlp_requests import OUR_SCOPE, address, chat_attributes, export_request, text

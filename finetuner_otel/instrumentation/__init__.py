@@ -45,6 +45,7 @@ from wrapt import wrap_function_wrapper
 from ..version import __version__
 from ._apis import CHAT, RESPONSES, Api
 from ._call import Tracers
+from ._extensions import SHADOW_OF_KEY, Extensions, Owner, ShadowRequest
 from ._options import CaptureOptions
 from ._patch import (
     async_request,
@@ -89,7 +90,7 @@ _POSTS = [
 ]
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
-__all__ = ["OpenAIInstrumentor"]
+__all__ = ["SHADOW_OF_KEY", "Extensions", "OpenAIInstrumentor", "Owner", "ShadowRequest"]
 
 
 class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]

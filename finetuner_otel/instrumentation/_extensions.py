@@ -38,12 +38,21 @@ class RouteHook(Protocol):
         """The model to send this call to instead, or None. Cheap; never raises."""
 
 
+class Owner(Protocol):
+    """What set the instrumentation up (``instrument()``'s handle): where its calls are stored."""
+
+    def flush(self, timeout: float = 30.0) -> bool: ...
+    def open_store(self) -> Any: ...
+
+
 class Extensions:
-    """The shadows and routes of one instrumentation."""
+    """The shadows and routes of one instrumentation, and its ``owner`` (when ``instrument()``
+    set it up: routes read the live comparison from its store)."""
 
     def __init__(self) -> None:
         self.shadows: tuple[ShadowHook, ...] = ()
         self.routes: tuple[RouteHook, ...] = ()
+        self.owner: Owner | None = None
         self._lock = threading.Lock()
 
     def add_shadow(self, hook: ShadowHook) -> None:
