@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from . import _semconv as sc
 from ._context import current_dataset, current_purpose
 from ._errors import ConfigurationError
-from ._redact import RedactSpec, make_redactor
+from ._redact import Redactor, RedactSpec, make_redactor
 from ._settings import Settings
 from .exporters import DuckDBSpanExporter
 from .instrumentation import OpenAIInstrumentor
@@ -201,36 +201,43 @@ def instrument(
                     _active.settings,
                 )
             return _active
-        provider, owns = _choose_provider(tracer_provider)
-        redactor = make_redactor(redact)
-        # The exporter redacts other instrumentations' spans with the same redactor.
-        processor = GenAISpanProcessor(
-            DuckDBSpanExporter(settings.db_path, spool_dir=settings.spool_dir, redact=redactor),
-            default_dataset=settings.default_dataset,
-        )
-        provider.add_span_processor(processor)
-        capture = None
-        if not owns:
-            # The app's sampler decides which of its traces are kept; the dataset must not
-            # shrink with it. Calls it samples out are recorded through a provider of our own
-            # that samples everything and exports only to the store.
-            capture = TracerProvider(
-                sampler=ALWAYS_ON, resource=provider.resource, shutdown_on_exit=False
-            )
-            capture.add_span_processor(processor)
-        OpenAIInstrumentor().instrument(
-            tracer_provider=provider,
-            capture_tracer_provider=capture,
-            default_dataset=settings.default_dataset,
-            redact=redactor,
-        )
-        handle = _active = Instrumentation(settings, provider, processor, owns)
-        options = OpenAIInstrumentor().capture_options
-        if options is not None:
-            options.extensions.owner = handle  # routes read the shadow runs from its store
-        atexit.register(handle.shutdown)
+        handle = _active = _set_up(settings, tracer_provider, make_redactor(redact))
     if shadow_arguments is not None:
         shadow(**shadow_arguments)
+    return handle
+
+
+def _set_up(
+    settings: Settings, tracer_provider: TracerProvider | None, redactor: Redactor | None
+) -> Instrumentation:
+    """The processor on the chosen provider, the instrumentor, and the handle of both."""
+    provider, owns = _choose_provider(tracer_provider)
+    # The exporter redacts other instrumentations' spans with the same redactor.
+    processor = GenAISpanProcessor(
+        DuckDBSpanExporter(settings.db_path, spool_dir=settings.spool_dir, redact=redactor),
+        default_dataset=settings.default_dataset,
+    )
+    provider.add_span_processor(processor)
+    capture = None
+    if not owns:
+        # The app's sampler decides which of its traces are kept; the dataset must not shrink
+        # with it. Calls it samples out are recorded through a provider of our own that
+        # samples everything and exports only to the store.
+        capture = TracerProvider(
+            sampler=ALWAYS_ON, resource=provider.resource, shutdown_on_exit=False
+        )
+        capture.add_span_processor(processor)
+    OpenAIInstrumentor().instrument(
+        tracer_provider=provider,
+        capture_tracer_provider=capture,
+        default_dataset=settings.default_dataset,
+        redact=redactor,
+    )
+    handle = Instrumentation(settings, provider, processor, owns)
+    options = OpenAIInstrumentor().capture_options
+    if options is not None:
+        options.extensions.owner = handle  # routes read the shadow runs from its store
+    atexit.register(handle.shutdown)
     return handle
 
 

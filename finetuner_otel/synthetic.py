@@ -108,6 +108,25 @@ def _answer_all(
         return list(pool.map(lambda m: _complete(client, teacher_model, m, **params), inputs))
 
 
+def _new_inputs(client: openai.OpenAI, model: str, prompt: str) -> list[str]:
+    """One round of new inputs from ``model``: the non-empty strings of its JSON reply's
+    ``inputs`` (none for an unusable reply: the caller asks again)."""
+    text = _complete(
+        client,
+        model,
+        [{"role": "user", "content": prompt}],
+        response_format={"type": "json_object"},
+        temperature=1,
+    )
+    try:
+        candidates = json.loads(text)["inputs"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(candidates, list):
+        return []
+    return [c.strip() for c in candidates if isinstance(c, str) and c.strip()]
+
+
 def generate(
     dataset: Dataset,
     n: int,
@@ -147,27 +166,11 @@ def generate(
         if len(accepted) >= n:
             break
         prompt = _GENERATE.format(examples=examples, count=n - len(accepted), instructions=extra)
-        text = _complete(
-            client,
-            model,
-            [{"role": "user", "content": prompt}],
-            response_format={"type": "json_object"},
-            temperature=1,
-        )
-        try:
-            candidates = json.loads(text)["inputs"]
-            if not isinstance(candidates, list):
-                raise TypeError("inputs is not a list")
-        except (ValueError, KeyError, TypeError):
-            continue  # an unusable reply: ask again
-        for candidate in candidates:
-            if (
-                isinstance(candidate, str)
-                and candidate.strip()
-                and len(accepted) < n
-                and not near_duplicate(candidate, [*known, *accepted], similarity)
+        for candidate in _new_inputs(client, model, prompt):
+            if len(accepted) < n and not near_duplicate(
+                candidate, [*known, *accepted], similarity
             ):
-                accepted.append(candidate.strip())
+                accepted.append(candidate)
     if not accepted:
         raise ConfigurationError(
             f"{model} wrote no usable new inputs in {max_rounds} tries (each was a near-duplicate "
