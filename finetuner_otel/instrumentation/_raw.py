@@ -127,6 +127,23 @@ class _RawResponseProxyBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
         self._self_unread()
 
 
+class _PieceReaders(_RawResponseProxyBase):
+    """``APIResponse``'s readers of a body in pieces (sync or async iterators, handed on as
+    they are): the call is then not recorded, and its row says why."""
+
+    def iter_bytes(self, *args: Any, **kwargs: Any) -> Any:
+        self._self_raw("iter_bytes")
+        return self.__wrapped__.iter_bytes(*args, **kwargs)
+
+    def iter_text(self, *args: Any, **kwargs: Any) -> Any:
+        self._self_raw("iter_text")
+        return self.__wrapped__.iter_text(*args, **kwargs)
+
+    def iter_lines(self, *args: Any, **kwargs: Any) -> Any:
+        self._self_raw("iter_lines")
+        return self.__wrapped__.iter_lines(*args, **kwargs)
+
+
 class LegacyRawResponseProxy(_RawResponseProxyBase):
     """``with_raw_response``'s ``LegacyAPIResponse`` (sync and async clients alike: its
     ``parse()`` is sync and gives an ``AsyncStream`` for the async client); its body is read
@@ -148,7 +165,7 @@ class LegacyRawResponseProxy(_RawResponseProxyBase):
         return text
 
 
-class SyncRawResponseProxy(_RawResponseProxyBase):
+class SyncRawResponseProxy(_PieceReaders):
     """``with_streaming_response``'s sync ``APIResponse``."""
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
@@ -169,18 +186,6 @@ class SyncRawResponseProxy(_RawResponseProxyBase):
         self._self_after_read()
         return value
 
-    def iter_bytes(self, *args: Any, **kwargs: Any) -> Any:
-        self._self_raw("iter_bytes")
-        return self.__wrapped__.iter_bytes(*args, **kwargs)
-
-    def iter_text(self, *args: Any, **kwargs: Any) -> Any:
-        self._self_raw("iter_text")
-        return self.__wrapped__.iter_text(*args, **kwargs)
-
-    def iter_lines(self, *args: Any, **kwargs: Any) -> Any:
-        self._self_raw("iter_lines")
-        return self.__wrapped__.iter_lines(*args, **kwargs)
-
     def close(self) -> None:
         try:
             self.__wrapped__.close()
@@ -189,7 +194,7 @@ class SyncRawResponseProxy(_RawResponseProxyBase):
                 self._self_unread()
 
 
-class AsyncRawResponseProxy(_RawResponseProxyBase):
+class AsyncRawResponseProxy(_PieceReaders):
     """An async ``with_streaming_response`` response (``AsyncAPIResponse``: ``parse()`` and
     its readers are coroutines)."""
 
@@ -225,18 +230,6 @@ class AsyncRawResponseProxy(_RawResponseProxyBase):
                 call.complete(parsed)
         except Exception:
             log_internal_error("the raw response capture")
-
-    def iter_bytes(self, *args: Any, **kwargs: Any) -> Any:
-        self._self_raw("iter_bytes")
-        return self.__wrapped__.iter_bytes(*args, **kwargs)
-
-    def iter_text(self, *args: Any, **kwargs: Any) -> Any:
-        self._self_raw("iter_text")
-        return self.__wrapped__.iter_text(*args, **kwargs)
-
-    def iter_lines(self, *args: Any, **kwargs: Any) -> Any:
-        self._self_raw("iter_lines")
-        return self.__wrapped__.iter_lines(*args, **kwargs)
 
     async def close(self) -> None:
         try:
