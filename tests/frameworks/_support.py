@@ -53,6 +53,31 @@ def _scrub(value: Any) -> Any:
 
 
 @dataclass
+class Stats:
+    """Totals over the captured runs of a session (what the runner reports)."""
+
+    calls: int = 0
+    rows: int = 0
+    trainable: int = 0
+    duplicates: int = 0
+
+    def add(self, calls: int, stored: list[dict[str, Any]]) -> None:
+        self.calls += calls
+        self.rows += len(stored)
+        self.trainable += sum(1 for r in stored if r["trainable"])
+        self.duplicates += max(0, len(stored) - calls)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.calls} model calls, {self.rows} rows, {self.trainable} trainable, "
+            f"{self.duplicates} duplicates"
+        )
+
+
+STATS = Stats()
+
+
+@dataclass
 class Captured:
     """The captured run: the framework's result, what it sent, and what the store holds."""
 
@@ -85,6 +110,7 @@ def capture_and_compare(
         sent = server.requests[len(bare_requests) :]
         settle(len(sent))
         stored = _rows(handle)
+        STATS.add(len(sent), stored)
         lines = _exported(handle, db.parent / "x.jsonl") if stored else []
     finally:
         handle.shutdown()

@@ -7,7 +7,10 @@ main suite in .venv) these files are not collected.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import socket
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +28,49 @@ T = TypeVar("T")
 
 collect_ignore_glob = [] if os.environ.get("FINETUNER_FRAMEWORK") else ["test_*.py"]
 
+# No framework phones home: set before any test module imports one (litellm fetches its price
+# table at import unless told not to).
+os.environ.setdefault("LITELLM_TELEMETRY", "False")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
 _APP_SPANS = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_network() -> Iterator[None]:
+    """Every connection a framework opens goes to the local server: any other fails loudly."""
+    connect = socket.socket.connect
+
+    def loopback_only(self: socket.socket, address: Any) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in _LOOPBACK:
+            raise OSError(f"tests/frameworks reach no network: a connection to {address!r}")
+        connect(self, address)
+
+    socket.socket.connect = loopback_only  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sync_loop_leftovers() -> Iterator[None]:
+    """What the frameworks' own event loops leave open (Runner.run_sync's and run_sync's
+    clients, litellm's logging worker), collected at the end without Python's warning about
+    it failing the run; a leak during a test still fails that test."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line the runner shows per framework: model calls made, rows, trainable, duplicates."""
+    from ._support import STATS
+
+    if STATS.calls:
+        terminalreporter.write_line(f"finetuner-otel: {STATS}")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,8 +3,9 @@
 The frameworks pin the openai SDK differently (installed together, instructor pulls it back a
 major version), so each gets ``.venv-frameworks/<name>``: this checkout (editable), pytest,
 pyyaml and the framework, every version pinned in ``constraints/<name>.txt``. An environment is
-made again only when its pins, the framework's requirement, ``pyproject.toml`` or the Python
-version change (a stamp of their hash), so a second run starts at once::
+made again only when its pins, the framework's requirement, the ``[project]`` table of
+``pyproject.toml`` (dependencies, entry points; not the tool settings) or the Python version
+change (a stamp of their hash), so a second run starts at once::
 
     python tests/frameworks/run.py                 # every framework (make frameworks)
     python tests/frameworks/run.py litellm -- -x   # one, with pytest options after --
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -40,13 +42,6 @@ FRAMEWORKS: dict[str, tuple[str, ...]] = {
 }
 # What every environment has beside the framework.
 TOOLS = ("pytest>=8", "pyyaml>=6")
-# No framework phones home from a test: telemetry off, tracing exported nowhere.
-QUIET_ENV = {
-    "LITELLM_TELEMETRY": "False",
-    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # litellm's price table from the package, not the web
-    "DO_NOT_TRACK": "1",
-    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-}
 
 
 @dataclass(frozen=True)
@@ -68,9 +63,19 @@ def stamp_of(name: str) -> str:
     pins = constraints(name)
     digest.update(pins.read_bytes() if pins.exists() else b"<no pins>")
     digest.update("\n".join(FRAMEWORKS[name] + TOOLS).encode())
-    digest.update((REPO / "pyproject.toml").read_bytes())
+    digest.update(project_table())
     digest.update(sys.version.encode())
     return digest.hexdigest()
+
+
+def project_table() -> bytes:
+    """What an editable install of this checkout depends on: pyproject's [project] table."""
+    text = (REPO / "pyproject.toml").read_bytes()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the whole file, so a change is never missed
+        return text
+    return json.dumps(tomllib.loads(text.decode())["project"], sort_keys=True).encode()
 
 
 def python_of(env: Path) -> Path:
@@ -111,7 +116,7 @@ def ensure_env(name: str, lock: bool) -> str:
 
 
 def run_tests(name: str, pytest_args: list[str]) -> tuple[int, str]:
-    env = {**os.environ, **QUIET_ENV, "FINETUNER_FRAMEWORK": name}
+    env = {**os.environ, "FINETUNER_FRAMEWORK": name}  # conftest.py turns telemetry off
     command = [
         str(python_of(ENVS / name)),
         "-m",
@@ -125,7 +130,9 @@ def run_tests(name: str, pytest_args: list[str]) -> tuple[int, str]:
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    return proc.returncode, (lines[-1].strip("= ") if lines else "no output")
+    tail = lines[-1].strip("= ") if lines else "no output"
+    stats = [line for line in lines if line.startswith("finetuner-otel: ")]
+    return proc.returncode, tail + (f"; {stats[-1][16:]}" if stats else "")
 
 
 def run_one(name: str, lock: bool, pytest_args: list[str]) -> Outcome:

@@ -9,9 +9,7 @@ thread after the call returns, so each run waits for them. litellm reads streams
 
 from __future__ import annotations
 
-import gc
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,16 +51,6 @@ RESPONSES_NOT_SEEN = pytest.mark.xfail(
     "of ours sees it; litellm's own span of it has gen_ai.operation.name 'responses', which "
     "the exporter does not take as a model call (exporters/_spans.py _CALL_OPERATIONS)",
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _litellm_leftovers() -> Iterator[None]:
-    """litellm leaves an event loop and its sockets of its own unclosed (its logging worker);
-    collected while pytest watches, Python's warning about them would fail the run."""
-    yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 def litellm_calls(spans: InMemorySpanExporter) -> int:
