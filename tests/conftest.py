@@ -25,6 +25,7 @@ SLOW_FILES = {
     "test_properties.py": "hypothesis: 60 generated calls, each bare and instrumented (~20 s)",
     "test_ingest_fuzz.py": "hypothesis: fuzzed spool files through ingest (~75 s)",
     "test_otlp_fuzz.py": "hypothesis: fuzzed OTLP bodies through the receiver (~45 s)",
+    "test_serve_attacks.py": "the receiver in a process of its own, its memory measured (~20 s)",
 }
 # Single tests of otherwise fast files (file::function, every parametrization).
 SLOW_TESTS = {
@@ -32,6 +33,8 @@ SLOW_TESTS = {
     "test_eval.py::test_the_html_report_renders_in_chromium_without_console_errors": "Chromium",
     "test_faults.py::test_an_ingest_killed_mid_transaction_loses_nothing_on_rerun": "SIGKILL",
     "test_sql_sandbox.py::test_no_statement_changes_anything_on_disk": "hypothesis (~10 s)",
+    # each attack still runs through store.sql() in make check; here on the bare connection
+    "test_sql_sandbox.py::test_the_sandbox_itself_refuses_each_attack": "29 stores (~20 s)",
 }
 
 
