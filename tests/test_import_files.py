@@ -104,7 +104,7 @@ def test_openpipe_export_is_mapped_with_its_provenance(tmp_path: Path, db: Path)
 def test_openpipe_rerun_adds_nothing_and_an_interrupted_run_resumes(
     tmp_path: Path, db: Path
 ) -> None:
-    entries = [_openpipe_entry(i) for i in range(2500)]  # three batches of up to 1000
+    entries = [_openpipe_entry(i) for i in range(250)]  # three batches of up to 100
     path = _write_jsonl(tmp_path / "big.jsonl", entries)
     store = Store(db)
 
@@ -113,14 +113,14 @@ def test_openpipe_rerun_adds_nothing_and_an_interrupted_run_resumes(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        import_openpipe(path, store, progress=False, on_batch=stop)
-    assert store.sql("SELECT count(*) FROM calls").rows == [(1000,)]
-    resumed = import_openpipe(path, store, progress=False)
-    assert (resumed.added, resumed.skipped) == (1500, 1000)
+        import_openpipe(path, store, progress=False, on_batch=stop, batch=100)
+    assert store.sql("SELECT count(*) FROM calls").rows == [(100,)]
+    resumed = import_openpipe(path, store, progress=False, batch=100)
+    assert (resumed.added, resumed.skipped) == (150, 100)
     again = import_openpipe(path, store, progress=False)
-    assert (again.added, again.skipped) == (0, 2500)
+    assert (again.added, again.skipped) == (0, 250)
     ids = _ids(store)
-    assert len(ids) == len(set(ids)) == 2500
+    assert len(ids) == len(set(ids)) == 250
     # the same entry in another export is the same example: stored once
     other = _write_jsonl(tmp_path / "other.jsonl", [entries[7], _openpipe_entry(9999)])
     assert import_openpipe(other, store, progress=False).added == 1
@@ -228,18 +228,20 @@ def test_langfuse_generations_are_mapped(tmp_path: Path, db: Path) -> None:
 
 
 def test_langfuse_jsonl_rerun_and_resume(tmp_path: Path, db: Path) -> None:
-    path = _write_jsonl(tmp_path / "obs.jsonl", [_observation(i) for i in range(1200)])
+    path = _write_jsonl(tmp_path / "obs.jsonl", [_observation(i) for i in range(120)])
     store = Store(db)
 
     def stop(batches: int, added: int) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        import_langfuse(path, store, progress=False, on_batch=stop)
-    assert len(_ids(store)) == 1000
-    assert import_langfuse(path, store, progress=False).added == 200
+        import_langfuse(path, store, progress=False, on_batch=stop, batch=100)
+    assert len(_ids(store)) == 100
+    assert import_langfuse(path, store, progress=False).added == 20
     assert import_langfuse(path, store, progress=False).added == 0
-    assert sorted(_ids(store)) == sorted(f"obs-{i}" for i in range(1200))
+    assert sorted(_ids(store)) == sorted(f"obs-{i}" for i in range(120))
+    with pytest.raises(ValueError, match="batch must be"):
+        import_langfuse(path, store, progress=False, batch=0)
 
 
 def test_langfuse_generation_without_a_chat_imports_nothing(tmp_path: Path, db: Path) -> None:
