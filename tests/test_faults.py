@@ -159,7 +159,7 @@ def test_an_ingest_out_of_memory_keeps_the_spool_and_quarantines_nothing(
 
     db, spool = tmp_path / "s.duckdb", tmp_path / "s.duckdb.spool"
     write_spool(spool, [span_to_line(s) for s in _spans(20)])
-    monkeypatch.setitem(_connection._CONFIG, "memory_limit", "64MB")  # too little to read JSON
+    monkeypatch.setitem(_connection._CONFIG, "memory_limit", "16MB")  # too little to read JSON
     with pytest.raises(StoreError, match="stopped by the machine, not the data"):
         Store(db).ingest()
     assert len(pending_files(spool)) == 1
@@ -180,7 +180,7 @@ def test_reads_go_on_while_the_spool_cannot_be_taken_in(
     write_spool(spool, [span_to_line(s) for s in _spans(5)])
     Store(db).ingest()
     write_spool(spool, [span_to_line(s) for s in _spans(20)])
-    monkeypatch.setitem(_connection._CONFIG, "memory_limit", "64MB")  # too little to read JSON
+    monkeypatch.setitem(_connection._CONFIG, "memory_limit", "16MB")  # too little to read JSON
     assert Store(db).sql("SELECT count(*) FROM calls")[0][0] == 5
     assert "without its spool" in caplog.text
     assert len(pending_files(spool)) == 1

@@ -44,6 +44,18 @@ _SANDBOX = ("SET enable_external_access = false", "SET lock_configuration = true
 # Settings of later DuckDB versions than the oldest supported (1.1); where an older one lacks a
 # setting, it lacks what the setting closes too.
 _SANDBOX_IF_KNOWN = {"allow_extension_repositories": "'forbidden'"}
+# The ingest runs inside the app's process (the exporter's thread), so DuckDB's memory there is
+# bounded: DuckDB's defaults (80% of the machine's memory, a thread per core) took 475 MB after
+# 100,000 calls. One thread, no insertion order to keep, and a memory limit of the JSON
+# reader's buffer (twice the longest line it may meet, limit_memory) plus 32 MiB to work in
+# (a transaction is 16 MB of spool at most); what does not fit spills to the owner-only
+# <store>.tmp/ (_private_files).
+INGEST_WORKING_MEMORY = 32 << 20
+_BOUNDED_CONFIG: dict[str, str | int | bool] = {
+    "threads": 1,
+    "preserve_insertion_order": False,
+    "memory_limit": f"{INGEST_WORKING_MEMORY + (32 << 20)}B",
+}
 _locks: dict[str, threading.RLock] = {}
 _locks_guard = threading.Lock()
 
@@ -64,10 +76,16 @@ def _is_lock_conflict(exc: duckdb.Error) -> bool:
 
 @contextmanager
 def connect(
-    path: Path, *, read_only: bool, wait: float = 10.0, sandbox: bool = False
+    path: Path,
+    *,
+    read_only: bool,
+    wait: float = 10.0,
+    sandbox: bool = False,
+    bounded: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to ``path`` for the duration of the ``with`` block; ``sandbox`` (read-only
-    only) makes it one that can reach nothing but the store, for SQL from anyone."""
+    only) makes it one that can reach nothing but the store, for SQL from anyone; ``bounded``
+    one with the ingest's memory limit and one thread (_BOUNDED_CONFIG)."""
     if sandbox and not read_only:
         raise ValueError("a sandboxed connection is read-only")
     if read_only and not path.exists():
@@ -81,7 +99,7 @@ def connect(
     with lock:
         while True:
             try:
-                con = _open(path, read_only, sandbox)
+                con = _open(path, read_only, sandbox, bounded)
                 break
             except duckdb.IOException as exc:
                 if not _is_lock_conflict(exc):
@@ -103,7 +121,10 @@ def connect(
                 _tidy_spill_dir(path)
 
 
-def _open(path: Path, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+def _open(
+    path: Path, read_only: bool, sandbox: bool = False, bounded: bool = False
+) -> duckdb.DuckDBPyConnection:
+    config = {**_BOUNDED_CONFIG, **_CONFIG} if bounded else dict(_CONFIG)
     if sandbox:
         con = duckdb.connect(str(path), read_only=True, config=dict(_SANDBOX_CONFIG))
         try:
@@ -113,9 +134,9 @@ def _open(path: Path, read_only: bool, sandbox: bool = False) -> duckdb.DuckDBPy
             raise
         return con
     if read_only or path.exists():
-        return duckdb.connect(str(path), read_only=read_only, config=dict(_CONFIG))
+        return duckdb.connect(str(path), read_only=read_only, config=config)
     private_dir(path.parent)
-    con = duckdb.connect(str(path), read_only=False, config=dict(_CONFIG))
+    con = duckdb.connect(str(path), read_only=False, config=config)
     os.chmod(path, 0o600)  # captured prompts are private: readable by their owner only
     return con
 
@@ -130,6 +151,15 @@ def _seal(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"SET {name} = {_SANDBOX_IF_KNOWN[name]}")
     for setting in _SANDBOX:
         con.execute(setting)
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection, object_size: int) -> None:
+    """The ingest's memory limit for a transaction whose longest line may take
+    ``object_size`` bytes (the JSON reader's buffer is twice that). One set in _CONFIG
+    stands."""
+    if "memory_limit" in _CONFIG:
+        return
+    con.execute(f"SET memory_limit = '{2 * object_size + INGEST_WORKING_MEMORY}B'")
 
 
 def keep_wal_private(path: Path) -> None:
