@@ -192,11 +192,11 @@ def _import_file(
     added: dict[str, int] = {}
     with Progress(progress, f"{source} {file.name}", total=len(unique), unit=" rows") as bar:
         for start in range(0, len(unique), batch):
-            rows = unique[start : start + batch]
-            merge(added, write_rows(store, rows))
-            bar.show(f"{source} {file.name}", done=start + len(rows))
+            chunk = unique[start : start + batch]
+            merge(added, write_rows(store, chunk))
+            bar.show(f"{source} {file.name}", done=start + len(chunk))
             if on_batch is not None:
-                on_batch(start // batch + 1, len(rows))
+                on_batch(start // batch + 1, len(chunk))
     return ImportSummary(source, sum(added.values()), len(rows) - sum(added.values()), added)
 
 
