@@ -9,6 +9,7 @@ thread after the call returns, so each run waits for them. litellm reads streams
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,9 +65,13 @@ def litellm_calls(spans: InMemorySpanExporter) -> int:
 
 @pytest.fixture(params=[False, True], ids=["tracing-off", "tracing-on"])
 def settle(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, app_spans: InMemorySpanExporter
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    app_spans: InMemorySpanExporter,
+    run: Any,
 ) -> Iterator[Callable[[int], None]]:
-    """litellm's tracing on or off; with it on, waits for its span of each call."""
+    """litellm's tracing on or off; with it on, waits for its span of each call. The wait
+    turns the event loop, where litellm's callbacks of async calls are queued as tasks."""
     monkeypatch.setenv("OTEL_EXPORTER", "in_memory")  # litellm's own exporter: nowhere
     # litellm moves "otel" from callbacks into lists of its own on first use; its reset (the
     # one its own tests use) empties them all, so "off" is off after an "on" test.
@@ -79,7 +84,7 @@ def settle(
         expected += calls if request.param else 0
         deadline = time.monotonic() + 10
         while litellm_calls(app_spans) < expected and time.monotonic() < deadline:
-            time.sleep(0.02)
+            run(asyncio.sleep(0.02))
         assert litellm_calls(app_spans) == expected, "litellm's spans of its calls"
 
     yield wait_for
@@ -115,6 +120,20 @@ def test_acompletion(server: OpenAIServer, db: Path, settle: Any, run: Any) -> N
         settle=settle,
     )
     assert_examples(captured, [text_answer("Paris")])
+
+
+def test_same_prompt_twice_at_once(server: OpenAIServer, db: Path, settle: Any, run: Any) -> None:
+    """Two calls alike in all but their response ids, at the same moment: two rows, with
+    litellm's spans (one per call, each its own trace) matched to their own call."""
+
+    async def call() -> list[Any]:
+        return list(await asyncio.gather(*(litellm.acompletion(**ask(server)) for _ in "ab")))
+
+    captured = capture_and_compare(
+        server, db, lambda: run(call()), [Reply("Paris"), Reply("Paris")], settle=settle
+    )
+    assert len({r["response_id"] for r in captured.rows}) == 2
+    assert_examples(captured, [text_answer("Paris"), text_answer("Paris")])
 
 
 @RAW_STREAM_DROPPED
