@@ -22,7 +22,10 @@ TRL's ``SFTTrainer``) takes. The conversion, one rule per difference:
 - **Everything else** (``weight``, ``name``, ``refusal`` keys) is kept; templates ignore keys they
   do not know. Note that TRL does not read ``weight`` either: the local trainer trains on the
   whole rendered conversation, weight-0 history included (TRL's ``assistant_only_loss`` needs a
-  template with ``{% generation %}`` marks, which none of the common ones have).
+  template with ``{% generation %}`` marks, which none of the common ones have). Where only the
+  last answer of every example has weight (a single answer, or ``history_weight=0``), the local
+  trainer gives TRL prompt-completion rows instead (``prompt_completion``), and the loss is
+  taken on that answer alone, as OpenAI takes it.
 
 ``check_template(tokenizer, records)`` renders every converted example through a tokenizer's
 chat template and raises ``HFConversionError`` naming the examples it cannot render (the
@@ -153,15 +156,42 @@ def hf_records(
     return rows
 
 
+def trains_last_answer_only(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every row trains on its last message alone, as OpenAI would: it is an assistant
+    message and every earlier assistant message has ``weight`` 0 (or there is none)."""
+
+    def last_only(messages: Sequence[Mapping[str, Any]]) -> bool:
+        if not messages or messages[-1].get("role") != "assistant":
+            return False
+        if messages[-1].get("weight") == 0:
+            return False
+        return all(m.get("weight") == 0 for m in messages[:-1] if m.get("role") == "assistant")
+
+    return bool(rows) and all(last_only(r["messages"]) for r in rows)
+
+
+def prompt_completion(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of ``hf_records`` in TRL's prompt-completion form (``prompt``: the messages before
+    the last, ``completion``: the last), for which TRL computes the loss on the completion
+    only: what OpenAI trains on when only the last answer has weight (see
+    ``trains_last_answer_only``)."""
+    return [
+        {"prompt": r["messages"][:-1], "completion": r["messages"][-1:], "tools": r.get("tools")}
+        for r in rows
+    ]
+
+
 def hf_dataset(rows: Sequence[Mapping[str, Any]]) -> Any:
-    """Rows of ``hf_records`` as a ``datasets.Dataset``: each message stored as JSON, so its
-    content keeps its own type (a string, or parts where it holds an image) and tool-call
-    arguments keep their own keys (Arrow structs would add every other example's keys as
-    nulls, which templates then render)."""
+    """Rows of ``hf_records`` (or of ``prompt_completion``) as a ``datasets.Dataset``: each
+    message stored as JSON, so its content keeps its own type (a string, or parts where it
+    holds an image) and tool-call arguments keep their own keys (Arrow structs would add every
+    other example's keys as nulls, which templates then render)."""
     import datasets
 
+    messages = datasets.List(datasets.Json())
+    columns = ("prompt", "completion") if rows and "prompt" in rows[0] else ("messages",)
     features = datasets.Features(
-        {"messages": datasets.List(datasets.Json()), "tools": datasets.Value("string")}
+        {**{c: messages for c in columns}, "tools": datasets.Value("string")}
     )
     return datasets.Dataset.from_list([dict(r) for r in rows], features=features)
 

@@ -314,3 +314,50 @@ def test_the_local_trainer_refuses_images(tiny_model: Path, tmp_path: Path) -> N
     train.write_text(json.dumps(KINDS["plain"]) + "\n" + json.dumps(KINDS["image"]) + "\n")
     with pytest.raises(HFConversionError, match=r"text models; 1 example\(s\) have images"):
         chat_dataset(str(train), _tokenizer(tiny_model, GEMMA))
+
+
+# Not Mistral Nemo: its template puts the system message into the last user turn only, so a
+# prompt rendered alone differs from the same prompt followed by the answer (TRL then warns).
+@pytest.mark.parametrize("template", [QWEN, LLAMA])
+def test_only_the_last_answer_is_trained_when_only_it_has_weight(
+    tiny_model: Path, template: str, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from finetuner_otel.finetune._local_train import chat_dataset
+
+    tokenizer = _tokenizer(tiny_model, template)
+    kinds = ["plain", "system", "weight_0_history"]  # each trains on its last answer alone
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(KINDS[k]) + "\n" for k in kinds))
+    data = chat_dataset(str(train), tokenizer)
+    assert data.column_names == ["prompt", "completion", "tools"]
+    assert data[2]["completion"] == [{"role": "assistant", "content": "fine", "weight": 1}]
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model),
+        args=SFTConfig(
+            output_dir=str(tmp_path / "out"),
+            max_steps=1,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+            activation_checkpointing=False,
+        ),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    trained = []
+    for row in trainer.train_dataset:
+        trained.append(tokenizer.decode([t for t in row["labels"] if t != -100]))
+    # the loss falls on the answers (and the template's end of turn), never on the history
+    assert [
+        t.startswith(answer) for t, answer in zip(trained, ["hello", "hello", "fine"], strict=True)
+    ] == [True] * 3
+    assert "hello" not in trained[2]
+    assert trainer.train().global_step == 1
+
+    # one example with a weighted history answer: the whole conversation, as before
+    train.write_text(json.dumps(KINDS["plain"]) + "\n" + json.dumps(KINDS["multi_turn"]) + "\n")
+    assert chat_dataset(str(train), tokenizer).column_names == ["messages", "tools"]

@@ -111,8 +111,18 @@ def chat_dataset(path: str, tokenizer: Any) -> Any:
     HF chat templates (``finetuner_otel._hf``: text parts as strings, arguments as objects,
     ``tools`` kept), every one rendered through ``tokenizer``'s template first, so an example
     it refuses is named before training starts. Images are refused: this trainer fine-tunes
-    text models (a vision model needs its processor's image inputs, not only the template)."""
-    from .._hf import HFConversionError, check_template, has_images, hf_dataset, hf_records
+    text models (a vision model needs its processor's image inputs, not only the template).
+    Where every example trains on its last answer only, the rows are prompt-completion ones,
+    and TRL takes the loss on the answer alone."""
+    from .._hf import (
+        HFConversionError,
+        check_template,
+        has_images,
+        hf_dataset,
+        hf_records,
+        prompt_completion,
+        trains_last_answer_only,
+    )
 
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
@@ -128,6 +138,8 @@ def chat_dataset(path: str, tokenizer: Any) -> Any:
             with_images,
         )
     check_template(tokenizer, rows, ids)
+    if trains_last_answer_only(rows):  # the loss on the last answer only, as OpenAI's
+        return hf_dataset(prompt_completion(rows))
     return hf_dataset(rows)
 
 
