@@ -94,6 +94,8 @@ def ensure_env(name: str, lock: bool) -> str:
     wanted = stamp_of(name)
     if not lock and stamp.exists() and stamp.read_text() == wanted:
         return "env reused"
+    if not lock and not constraints(name).exists():
+        raise RuntimeError(f"no pins for {name}: make them with run.py --lock {name}")
     ENVS.mkdir(exist_ok=True)
     (ENVS / ".gitignore").write_text("*\n")  # made here, so never committed
     shutil.rmtree(env, ignore_errors=True)
@@ -140,9 +142,9 @@ def run_one(name: str, lock: bool, pytest_args: list[str]) -> Outcome:
     print(f"--- {name}: {', '.join(FRAMEWORKS[name])}", flush=True)
     try:
         setup = ensure_env(name, lock)
-    except subprocess.CalledProcessError as exc:
+    except (subprocess.CalledProcessError, RuntimeError) as exc:
         seconds = time.monotonic() - started
-        return Outcome(name, exc.returncode or 1, "env failed", seconds, str(exc))
+        return Outcome(name, 1, "env failed", seconds, str(exc))
     code, tail = run_tests(name, pytest_args)
     return Outcome(name, code, setup, time.monotonic() - started, tail)
 
