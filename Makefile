@@ -1,8 +1,8 @@
 # Two commands do all set-up on a fresh machine with Python >= 3.10:
 #   make demo    capture calls into ./finetuner.duckdb and build a dataset (no API key needed)
 #   make test    the test suite (what CI runs)
-#   make check   its fast part: unit tests first, then all but the slow files; stops at the
-#                first failure, last run's failures first (tests/README.md)
+#   make check   its fast part: the last run's failures, the unit tests, then all but the
+#                slow tests; stops at the first failure (tests/README.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
