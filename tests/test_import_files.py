@@ -126,6 +126,21 @@ def test_openpipe_rerun_adds_nothing_and_an_interrupted_run_resumes(
     assert import_openpipe(other, store, progress=False).added == 1
 
 
+def test_a_batch_of_large_entries_is_written_in_pieces(tmp_path: Path, db: Path) -> None:
+    """60 entries of 40 KB (2.4 MB, one batch): stored a few hundred KB at a time, since the
+    store ingests each spool file in bounded memory."""
+    entries = [_openpipe_entry(i) for i in range(60)]
+    for i, entry in enumerate(entries):
+        entry["messages"][1]["content"] = f"ticket {i}: " + "the parcel never came. " * 1800
+    path = _write_jsonl(tmp_path / "large.jsonl", entries)
+    store = Store(db)
+    assert import_openpipe(path, store, progress=False).added == 60
+    stored = store.get_dataset("default")
+    assert [e.messages[1]["content"] for e in stored] == [
+        e["messages"][1]["content"] for e in entries
+    ]
+
+
 @pytest.mark.parametrize(
     ("line", "problem"),
     [

@@ -44,10 +44,9 @@ from ._write import (
     write_rows,
 )
 
-# Rows per add_examples (one spool file, one ingest transaction): each costs about half a second
-# of its own (connections, the read back), so 1,000 rows a batch ran at 1,900 rows/s and 5,000
-# at ~5,000; a run stopped part-way loses at most one batch's work.
-BATCH = 5000
+# Rows per batch, each written by add_examples a MiB of content at a time (_write.py): a run
+# stopped part-way loses at most one batch's work.
+BATCH = 1000
 OnBatch = Callable[[int, int], None]  # (batches done, rows added by that batch)
 FILE = "finetuner.import.file"
 LINE = "finetuner.import.line"

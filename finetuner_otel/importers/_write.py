@@ -12,6 +12,7 @@ nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -25,6 +26,11 @@ IMPORT_SOURCE = "finetuner.import.source"
 IMPORT_ID = "finetuner.import.id"
 METADATA = "finetuner.import.metadata"
 DATASET_KEYS = ("dataset", "dataset_name")  # metadata keys that pick the dataset
+# Content per add_examples (one spool file, ingested in one transaction), as JSON of records
+# and attributes; its spool file is about 2.5 times that. The store's ingest runs in bounded
+# memory (store/_connection.py, 32 MiB to work in): a spool file of 2,000 imported rows
+# (2.7 MB) ran out of it, one of 1,000 (1.4 MB) did not.
+MAX_BATCH_BYTES = 400_000
 _MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "weight")
 
 
@@ -105,21 +111,36 @@ def stored_ids(store: Store, source: str) -> set[str]:
     return {row[0] for row in rows if row[0] is not None}
 
 
+def _chunks(rows: list[Row], max_bytes: int) -> list[list[Row]]:
+    """``rows`` in runs of at most ``max_bytes`` of JSON (a row larger alone is a run alone)."""
+    chunks: list[list[Row]] = [[]]
+    size = 0
+    for row in rows:
+        weight = len(json.dumps(row.record, default=str)) + len(json.dumps(row.attributes))
+        if chunks[-1] and size + weight > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += weight
+    return chunks
+
+
 def write_rows(store: Store, rows: Sequence[Row]) -> dict[str, int]:
-    """Store ``rows``, one ``add_examples`` per dataset and model, in their order; the rows
-    added per dataset."""
+    """Store ``rows``, one ``add_examples`` per dataset and model (and MAX_BATCH_BYTES),
+    in their order; the rows added per dataset."""
     groups: dict[tuple[str, str | None], list[Row]] = {}
     for row in rows:
         groups.setdefault((row.dataset, row.model), []).append(row)
     added: dict[str, int] = {}
     for (dataset, model), group in groups.items():
-        store.add_examples(
-            [row.record for row in group],
-            dataset=dataset,
-            model=model,
-            attributes=[row.attributes for row in group],
-        )
-        added[dataset] = added.get(dataset, 0) + len(group)
+        for chunk in _chunks(group, MAX_BATCH_BYTES):
+            store.add_examples(
+                [row.record for row in chunk],
+                dataset=dataset,
+                model=model,
+                attributes=[row.attributes for row in chunk],
+            )
+            added[dataset] = added.get(dataset, 0) + len(chunk)
     return added
 
 
