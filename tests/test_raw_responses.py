@@ -148,3 +148,25 @@ def test_a_body_read_in_pieces_or_never_says_exactly_that(
     with resource.with_streaming_response.create(**_request("chat"), stream=stream):
         pass
     assert "never read" in _one(spans)[sc.CAPTURE_ERROR]
+
+
+def test_a_parsed_stream_outlives_its_raw_response(
+    server: OpenAIServer, spans: InMemorySpanExporter
+) -> None:
+    """As litellm reads a stream: ``.parse()`` on a raw response, then only the stream is kept;
+    the raw response is garbage collected before the stream is read."""
+    import gc
+
+    plain = _plain(server, spans, "chat")
+    server.enqueue(Reply(ANSWER))
+    raw = server.client().chat.completions.with_raw_response.create(
+        **_request("chat"), stream=True
+    )
+    stream = raw.parse()
+    del raw
+    gc.collect()
+    for _ in stream:
+        pass
+    attrs = _one(spans)
+    assert sc.CAPTURE_ERROR not in attrs and sc.INCOMPLETE not in attrs
+    assert json.loads(attrs[sc.OUTPUT_MESSAGES]) == json.loads(plain[sc.OUTPUT_MESSAGES])

@@ -113,9 +113,10 @@ class _RawResponseProxyBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
             self._self_raw_read = method
 
     def _self_unread(self) -> None:
-        """The response is closed or gone: a call not recorded by now says why."""
+        """The response is closed or gone: a call not recorded by now says why (unless the
+        stream that ``parse()`` gave out has the call now: it ends it as it is read)."""
         call = self._self_call
-        if call.ended:
+        if call.ended or self._self_stream is not None:
             return
         try:
             raw = self._self_raw_read

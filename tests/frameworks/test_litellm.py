@@ -37,14 +37,6 @@ QUESTION = [
 
 # Findings for the instrumentation (/work/notes/frameworks-findings.md); strict, so each turns
 # into a failure to remove once it is fixed.
-RAW_STREAM_DROPPED = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="litellm reads streams with client.post(..., stream=True) under the raw-response "
-    "header and lets the raw response go once parse() handed it the stream: the raw proxy's "
-    "__del__ ends the call 'never read' before the stream is read (instrumentation/_raw.py "
-    "_self_unread ignores _self_stream); with litellm's tracing on, its span is a second row",
-)
 RESPONSES_NOT_SEEN = pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
@@ -136,7 +128,6 @@ def test_same_prompt_twice_at_once(server: OpenAIServer, db: Path, settle: Any, 
     assert_examples(captured, [text_answer("Paris"), text_answer("Paris")])
 
 
-@RAW_STREAM_DROPPED
 def test_completion_streamed(server: OpenAIServer, db: Path, settle: Any) -> None:
     def call() -> list[Any]:
         return list(litellm.completion(**ask(server, stream=True)))
@@ -150,7 +141,6 @@ def test_completion_streamed(server: OpenAIServer, db: Path, settle: Any) -> Non
     assert_examples(captured, [text_answer("Paris is the capital")])
 
 
-@RAW_STREAM_DROPPED
 def test_acompletion_streamed(server: OpenAIServer, db: Path, settle: Any, run: Any) -> None:
     async def call() -> list[Any]:
         stream = await litellm.acompletion(**ask(server, stream=True))
@@ -177,9 +167,7 @@ WEATHER_TOOL = {
 WEATHER = ToolCall("get_weather", '{"city": "Nice"}', "call_weather_1")
 
 
-@pytest.mark.parametrize(
-    "stream", [False, pytest.param(True, marks=RAW_STREAM_DROPPED)], ids=["whole", "streamed"]
-)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_tool_call_and_result(server: OpenAIServer, db: Path, settle: Any, stream: bool) -> None:
     def complete(messages: list[Any]) -> Any:
         options = ask(server, messages=messages, tools=[WEATHER_TOOL], stream=stream)
