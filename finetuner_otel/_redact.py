@@ -20,7 +20,11 @@ from ._errors import ConfigurationError
 # separators), and common API key formats (OpenAI, AWS, GitHub, Slack, Google, Stripe, bearer).
 BUILTIN: dict[str, str] = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
-    "phone": r"(?<![\w+])\+?\d(?:[ ().-]{0,2}\d){7,14}(?!\w)",
+    # Not an ISO date (2026-12-01) or an IPv4 address, which have as many digits.
+    "phone": (
+        r"(?<![\w+.-])(?!\d{4}-\d{2}-\d{2}(?![\d.-]))(?!\d{1,3}(?:\.\d{1,3}){3}(?![\d.]))"
+        r"\+?\d(?:[ ().-]{0,2}\d){7,14}(?!\w)"
+    ),
     "api_key": (
         r"\b(?:sk-(?:proj-|ant-|live_|test_)?[A-Za-z0-9_-]{16,}"
         r"|(?:AKIA|ASIA)[0-9A-Z]{16}"

@@ -115,3 +115,15 @@ def test_make_redactor_and_the_environment() -> None:
     assert redactor is not None and len(redactor.patterns) == 2
     with pytest.raises(ConfigurationError, match=r"FINETUNER_REDACT names \['ssn'\]"):
         from_environment("email,ssn")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["on 2026-12-01 we met", "at 2026-12-01T10:00:00Z", "from 192.168.100.200", "a 10.0.0.1 b"],
+)
+def test_phone_leaves_dates_and_addresses_alone(text: str) -> None:
+    """Dates and IPv4 addresses have as many digits as a phone number: they stay (training data
+    needs its dates), while the numbers around them still go."""
+    redactor = Redactor(["phone"])
+    assert redactor.text(text) == text
+    assert redactor.text(f"{text}, call tel:+14155550132") == f"{text}, call tel:[REDACTED:phone]"
