@@ -26,6 +26,8 @@ SLOW_FILES = {
     "test_ingest_fuzz.py": "hypothesis: fuzzed spool files through ingest (~75 s)",
     "test_otlp_fuzz.py": "hypothesis: fuzzed OTLP bodies through the receiver (~45 s)",
     "test_serve_attacks.py": "the receiver in a process of its own, its memory measured (~20 s)",
+    "test_local_loop.py": "capture, train, serve and evaluate a tiny model with torch (~40 s)",
+    "test_adapter_serve.py": "serves a tiny trained adapter with transformers (~20 s)",
 }
 # Single tests of otherwise fast files (file::function, every parametrization).
 SLOW_TESTS = {
@@ -35,6 +37,12 @@ SLOW_TESTS = {
     "test_sql_sandbox.py::test_no_statement_changes_anything_on_disk": "hypothesis (~10 s)",
     # each attack still runs through store.sql() in make check; here on the bare connection
     "test_sql_sandbox.py::test_the_sandbox_itself_refuses_each_attack": "29 stores (~20 s)",
+    "test_shadow.py::test_the_live_run_and_the_switch_refusing_then_routing_then_withdrawn": (
+        "600 calls and their shadows (~15 s)"
+    ),
+    "test_shadow.py::test_sampled_shadow_calls_are_stored_beside_production_and_change_nothing": (
+        "640 calls (~8 s)"
+    ),
 }
 
 
