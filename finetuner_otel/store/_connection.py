@@ -124,7 +124,9 @@ def connect(
 def _open(
     path: Path, read_only: bool, sandbox: bool = False, bounded: bool = False
 ) -> duckdb.DuckDBPyConnection:
-    config = {**_BOUNDED_CONFIG, **_CONFIG} if bounded else dict(_CONFIG)
+    config: dict[str, str | bool | int | float | list[str]] = (
+        {**_BOUNDED_CONFIG, **_CONFIG} if bounded else dict(_CONFIG)
+    )
     if sandbox:
         con = duckdb.connect(str(path), read_only=True, config=dict(_SANDBOX_CONFIG))
         try:
@@ -153,13 +155,24 @@ def _seal(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(setting)
 
 
-def limit_memory(con: duckdb.DuckDBPyConnection, object_size: int) -> None:
+# The most one ingest transaction may take: one spool file too large for less (a burst of long
+# calls in one export batch) is still ingested, not kept in the spool for ever.
+MAX_INGEST_MEMORY = 1 << 30
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection, object_size: int, scale: int = 1) -> None:
     """The ingest's memory limit for a transaction whose longest line may take
-    ``object_size`` bytes (the JSON reader's buffer is twice that). One set in _CONFIG
-    stands."""
+    ``object_size`` bytes (the JSON reader's buffer is twice that), times ``scale`` (at most
+    MAX_INGEST_MEMORY). One set in _CONFIG stands."""
     if "memory_limit" in _CONFIG:
         return
-    con.execute(f"SET memory_limit = '{2 * object_size + INGEST_WORKING_MEMORY}B'")
+    limit = min((2 * object_size + INGEST_WORKING_MEMORY) * scale, MAX_INGEST_MEMORY)
+    con.execute(f"SET memory_limit = '{limit}B'")
+
+
+def raise_memory_limit(scale: int) -> bool:
+    """Whether a transaction that ran out of memory at ``scale`` may be tried at twice it."""
+    return "memory_limit" not in _CONFIG and INGEST_WORKING_MEMORY * scale < MAX_INGEST_MEMORY
 
 
 def keep_wal_private(path: Path) -> None:

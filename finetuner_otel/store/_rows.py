@@ -46,7 +46,7 @@ def _finite_float(text: str) -> float:
 
 # Strict: what it accepts, DuckDB's JSON reader accepts too.
 STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
-_scan = STRICT_JSON.scan_once
+_scan: Callable[[str, int], tuple[Any, int]] = STRICT_JSON.scan_once  # type: ignore[attr-defined]
 _WHITESPACE = " \t\n\r"  # JSON's (json.decoder.WHITESPACE)
 
 

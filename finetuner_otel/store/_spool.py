@@ -27,7 +27,13 @@ from pathlib import Path
 import duckdb
 
 from .._errors import StoreError
-from ._connection import connect, keep_wal_private, limit_memory, private_dir
+from ._connection import (
+    connect,
+    keep_wal_private,
+    limit_memory,
+    private_dir,
+    raise_memory_limit,
+)
 from ._rows import STRICT_JSON
 from ._schema import INGEST_COLUMNS, migrate
 
@@ -228,11 +234,11 @@ def _ingest_batch(
     con: duckdb.DuckDBPyConnection, db_path: Path, spool_dir: Path, files: list[Path]
 ) -> int:
     try:
-        _insert(con, db_path, files)
+        _insert_within_memory(con, db_path, files)
     except _MachineError:
         raise
     except duckdb.OutOfMemoryException as exc:
-        if len(files) == 1:  # its memory limit already fits the file (limit_memory)
+        if len(files) == 1:
             raise _machine_error(exc) from exc
         half = len(files) // 2  # smaller transactions, within the ingest's memory limit
         return _ingest_batch(con, db_path, spool_dir, files[:half]) + _ingest_batch(
@@ -254,8 +260,29 @@ def _ingest_batch(
     return len(files)
 
 
+def _insert_within_memory(con: duckdb.DuckDBPyConnection, db_path: Path, files: list[Path]) -> None:
+    """``_insert`` under the ingest's memory limit; for one file that does not fit, under twice
+    the limit, and so on up to MAX_INGEST_MEMORY: DuckDB's memory for one file grows with its
+    size (a file of 2,000 rows of 2 KB took 128 MB), and a file cannot be split in
+    transactions. Out of memory beyond that is the machine's."""
+    scale = 1
+    while True:
+        try:
+            _insert(con, db_path, files, memory_scale=scale)
+            return
+        except duckdb.OutOfMemoryException:
+            if len(files) > 1 or not raise_memory_limit(scale):
+                raise
+            scale *= 2
+
+
 def _insert(
-    con: duckdb.DuckDBPyConnection, db_path: Path, files: list[Path], *, fast: bool = True
+    con: duckdb.DuckDBPyConnection,
+    db_path: Path,
+    files: list[Path],
+    *,
+    fast: bool = True,
+    memory_scale: int = 1,
 ) -> None:
     """Insert the rows of ``files`` in one transaction. A failed COMMIT is the machine's (the
     rows were already checked by the INSERT): a full disk under the write-ahead log, mostly.
@@ -265,7 +292,7 @@ def _insert(
     except OSError as exc:
         raise _machine_error(exc) from exc
     names, object_size = [str(f) for f in files], _object_size(files)
-    limit_memory(con, object_size)
+    limit_memory(con, object_size, memory_scale)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(_INSERT_FAST if fast else _INSERT, [names, object_size])
@@ -276,7 +303,7 @@ def _insert(
         _rollback(con)
         if not fast:
             raise
-        _insert(con, db_path, files, fast=False)  # read_json's verdict, and its reasons
+        _insert(con, db_path, files, fast=False, memory_scale=memory_scale)  # its verdict
         return
     except BaseException:
         _rollback(con)

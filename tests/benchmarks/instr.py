@@ -287,8 +287,7 @@ def table(raw: dict[str, Any]) -> list[str]:
         cells = []
         for mode in modes:
             cost, bare = costs[mode].get(case), costs[mode].get("bare")
-            ok = cost is not None and bare
-            cells.append(f"{cost / bare:.3f} ({cost:,.0f})" if ok else "-")  # type: ignore[operator]
+            cells.append("-" if cost is None or not bare else f"{cost / bare:.3f} ({cost:,.0f})")
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
     return lines
 

@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve()
 PROMPT = "Classify this support ticket. " + "The order arrived late and the box was damaged. " * 40
@@ -493,6 +494,131 @@ def burst_memory(spans_count: int) -> None:
     )
 
 
+def ingest_child(db: str, spool: str) -> None:
+    """One process: ingest the spool ``spool`` into ``db`` (a helper process's work, or a
+    backlog's); print its peak RSS and the seconds it took."""
+    from finetuner_otel.store.spool import ingest
+
+    start = time.perf_counter()
+    ingest(Path(db), Path(spool), wait=60)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - start}))
+
+
+def _child_json(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACELOOP"))},
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def store_memory(calls: int, backlog_mb: int) -> None:
+    """Peak RSS after ``calls`` sync calls on the in-process transport (each case a process of
+    its own, peers.py's memory run): the bare SDK, ours, ours with the store ingesting in the
+    app's process, and ours with the store ingesting in a helper process (the app only
+    spools: every span exported and no ingest until it exits; then one process ingests the
+    whole spool, as a helper would, and its own peak is given). Then a spool backlog of
+    ``backlog_mb`` MB of rows ingested by one process: its peak RSS and time."""
+    peers = str(HERE.with_name("peers.py"))
+    with tempfile.TemporaryDirectory() as tmp:
+        rss = {}
+        for case in ("bare", "finetuner-otel", "finetuner-otel + store"):
+            rss[case] = _child_json(peers, "--child", case, "sync", str(calls), "0", tmp)
+        spool_only = _child_json(str(HERE), "--spool-only-child", str(calls), "--db", tmp)
+        db = os.path.join(tmp, "spool-only.duckdb")
+        helper = _child_json(str(HERE), "--ingest-child", db, db + ".spool")
+    bare = rss["bare"]["peak_rss_mb"]
+    print(f"Memory: peak RSS after {calls:,} sync calls (in-process transport), MB")
+    for case, result in rss.items():
+        peak = result["peak_rss_mb"]
+        print(f"  {case:52}: {peak:5.0f}  (bare + {peak - bare:.0f})")
+    app = spool_only["peak_rss_mb"]
+    print(
+        f"  {'finetuner-otel + store, ingest in a helper process':52}: {app:5.0f}  (bare + "
+        f"{app - bare:.0f}); the helper's own peak {helper['peak_rss_mb']:.0f} "
+        f"({spool_only['stored']:,} rows)"
+    )
+    backlog(backlog_mb)
+
+
+def spool_only_child(calls: int, tmp: str) -> None:
+    """``calls`` sync calls through instrument(), every span spooled and none ingested (the
+    app's side of ingest in a helper process); print the peak RSS."""
+    os.environ["FINETUNER_INGEST_INTERVAL"] = str(10**9)
+    sys.path.insert(0, str(HERE.parent))
+    from peers import _clients
+
+    import finetuner_otel
+    from finetuner_otel.exporters import _duckdb
+
+    _duckdb.INGEST_BATCH_SPANS = 10**9  # nor after 4,096 spans: only the helper ingests
+
+    handle = finetuner_otel.instrument(os.path.join(tmp, "spool-only.duckdb"))
+    client, _ = _clients()
+    messages = [
+        {"role": "system", "content": "You classify support tickets."},
+        {"role": "user", "content": PROMPT},
+    ]
+    for _ in range(calls):
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages, temperature=0)
+    handle.processor._batch.force_flush()  # exported and spooled, not ingested
+    spooled = sum(
+        f.read_bytes().count(b"\n") for f in handle.settings.spool_dir.glob("*.jsonl")
+    )
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "stored": spooled}))
+    os._exit(0)  # no ingest at exit: the helper's
+
+
+def backlog(megabytes: int) -> None:
+    """A spool of ``megabytes`` MB of rows (encode_row lines, 3 KB each, in files of 512)
+    ingested by one process: its peak RSS, against a process that only imports the same."""
+    import shutil
+
+    from finetuner_otel.exporters._spans import span_to_line
+    from finetuner_otel.store.spool import write_spool
+
+    spans = _bench_spans(512)
+    with tempfile.TemporaryDirectory() as tmp:
+        if shutil.disk_usage(tmp).free < 3 * megabytes << 20:
+            print(f"Backlog: skipped, under {3 * megabytes} MB free in {tmp}")
+            return
+        spool, written, batch = Path(tmp) / "b.duckdb.spool", 0, 0
+        template = [span_to_line(span) for span in spans]
+        while written < megabytes << 20:
+            # Distinct rows: the id's time part (its last 16 hex digits) made unique per batch.
+            lines = [_unique(line, batch, i) for i, line in enumerate(template)]
+            write_spool(spool, lines)
+            written += sum(len(line) + 1 for line in lines)
+            batch += 1
+        result = _child_json(str(HERE), "--ingest-child", str(Path(tmp) / "b.duckdb"), str(spool))
+        idle = _child_json("-c", _IMPORT_ONLY)
+    print(
+        f"Backlog: {written / 1e6:,.0f} MB of spool ({batch * len(template):,} rows) ingested by "
+        f"one process in {result['seconds']:.0f} s: peak RSS {result['peak_rss_mb']:.0f} MB "
+        f"(a process that only imports the store: {idle['peak_rss_mb']:.0f} MB)"
+    )
+
+
+_IMPORT_ONLY = (
+    "import json, finetuner_otel.store.spool\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+    "print(json.dumps({'peak_rss_mb': int(hwm) / 1024}))"
+)
+
+
+def _unique(line: str, batch: int, index: int) -> str:
+    """The line with an id of its own (the id is the first field: 64 hex digits)."""
+    head = '{"id":"'
+    assert line.startswith(head)
+    key = f"{batch:08x}{index:08x}"
+    start = len(head) + 64 - len(key)
+    return line[:start] + key + line[start + len(key) :]
+
+
 def serve_child(db: str, port_file: str) -> None:
     """One process: ``finetuner serve`` until stdin closes; then print its peak RSS."""
     from finetuner_otel._serve import OTLPReceiver
@@ -573,7 +699,22 @@ def main() -> None:
     parser.add_argument("--only-scale", action="store_true", help="burst memory and serve only")
     parser.add_argument("--burst-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--ingest-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--spool-only-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only-memory", action="store_true", help="peak RSS with the store, and a backlog"
+    )
+    parser.add_argument("--backlog-mb", type=int, default=1024, help="the backlog's size (1024)")
     args = parser.parse_args()
+    if args.ingest_child:
+        ingest_child(*args.ingest_child)
+        return
+    if args.spool_only_child:
+        spool_only_child(args.spool_only_child, args.db)
+        return
+    if args.only_memory:
+        store_memory(5_000 if args.quick else 100_000, 64 if args.quick else args.backlog_mb)
+        return
     if args.burst_child:
         burst_child(args.burst_child, args.db or None)
         return
