@@ -143,6 +143,25 @@ def test_import_maps_every_page_into_calls(server: OpenAIServer, db: Path) -> No
     assert call.attributes["finetuner.import.finish_reason"] == "tool_calls"
 
 
+def test_an_answer_cut_off_is_stored_but_is_no_training_example(
+    server: OpenAIServer, db: Path
+) -> None:
+    api = server.stored_completions
+    whole = api.add([{"role": "user", "content": "say it all"}], "all of it", finish_reason="stop")
+    cut = api.add([{"role": "user", "content": "say more"}], "and then th", finish_reason="length")
+    store = Store(db)
+    import_openai_stored(server.client(), store, progress=False)
+    assert [e.completion["content"] for e in store.get_dataset("default")] == ["all of it"]
+    rows = store.sql(
+        "SELECT attributes->>'finetuner.import.id', trainable, untrainable_reason FROM calls "
+        "ORDER BY started_at"
+    ).rows
+    assert [(r[0], r[1]) for r in rows] == [(whole, True), (cut, False)]
+    assert "token limit" in rows[1][2]
+    again = import_openai_stored(server.client(), store, progress=False)
+    assert again.added == 0  # stored, so not fetched again
+
+
 def test_a_rerun_adds_nothing(server: OpenAIServer, db: Path) -> None:
     _seed(server, 25)
     store = Store(db)

@@ -29,6 +29,7 @@ from .._json import dumps
 from .._progress import Progress
 from ..store import Store
 from ._write import (
+    FINISH_REASON,
     ImportSummary,
     Row,
     check_fallback,
@@ -146,7 +147,7 @@ def completion_row(
         **{
             "finetuner.import.metadata": dict(metadata) or None,
             "finetuner.import.created": completion.get("created"),
-            "finetuner.import.finish_reason": choice.get("finish_reason"),
+            FINISH_REASON: choice.get("finish_reason"),
             "finetuner.import.usage": completion.get("usage"),
             "finetuner.import.dataset_refused": refused,
             CURSOR: cursor,

@@ -99,6 +99,9 @@ def provenance(source: str, original_id: str, **extra: Any) -> dict[str, Any]:
     return attributes
 
 
+FINISH_REASON = "finetuner.import.finish_reason"
+
+
 def stored_ids(store: Store, source: str) -> set[str]:
     """The original ids of the rows already imported from ``source``."""
     if not store.path.exists() and not store.pending():
@@ -139,6 +142,8 @@ def write_rows(store: Store, rows: Sequence[Row]) -> dict[str, int]:
                 dataset=dataset,
                 model=model,
                 attributes=[row.attributes for row in chunk],
+                # the platform's own word on how each answer ended: one cut off is no example
+                finish_reasons=[row.attributes.get(FINISH_REASON) for row in chunk],
             )
             added[dataset] = added.get(dataset, 0) + len(chunk)
     return added

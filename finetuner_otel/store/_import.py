@@ -67,16 +67,20 @@ def example_lines(
     scope: str,
     model: str | None,
     attributes: Sequence[Mapping[str, Any]] | None = None,
+    finish_reasons: Sequence[str | None] | None = None,
 ) -> list[str]:
     """One spool line per OpenAI-format example (its last message the target), as a call of
     ``dataset`` made by ``scope``, with ``attributes`` of its own; their start times, a
-    millisecond apart and ending now, keep the records' order."""
+    millisecond apart and ending now, keep the records' order. ``finish_reasons``: how each
+    answer ended (OpenAI's words; default ``stop``): one cut off at ``length`` is stored, as a
+    captured one is, but is not a training example."""
     now = time.time_ns()
     lines = []
     for index, record in enumerate(records):
         messages = record["messages"]
         *history, target = messages
-        output = _PARTS.chat_output(dict(target), "stop")
+        reason = (finish_reasons[index] if finish_reasons is not None else None) or "stop"
+        output = _PARTS.chat_output(dict(target), reason)
         if "weight" in target:
             output["weight"] = target["weight"]
         start = now - (len(records) - index) * 1_000_000
@@ -88,7 +92,7 @@ def example_lines(
             dataset=dataset,
             operation=sc.OPERATION_CHAT,
             request_model=model,
-            finish_reasons=["stop"],
+            finish_reasons=[reason],
             request_options=(
                 {"parallel_tool_calls": record["parallel_tool_calls"]}
                 if "parallel_tool_calls" in record

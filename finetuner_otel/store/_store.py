@@ -437,18 +437,26 @@ class Store:
         scope: str = IMPORT_SCOPE,
         model: str | None = None,
         attributes: Sequence[Mapping[str, Any]] | None = None,
+        finish_reasons: Sequence[str | None] | None = None,
     ) -> Dataset:
         """Store OpenAI chat fine-tuning records (``{"messages": [...], "tools": [...]}``,
-        the last message the assistant's answer) as calls of ``dataset``; returns them as a
-        dataset, in order.
+        the last message the assistant's answer) as calls of ``dataset``; returns the training
+        examples among them as a dataset, in order.
 
         ``scope`` names what made them (the calls' ``scope_name``), ``model`` is recorded as
         the requested model, and ``attributes`` (one mapping per record) are stored with each
-        call, e.g. ``{"finetuner.source": "synthetic"}`` (``calls.source``).
+        call, e.g. ``{"finetuner.source": "synthetic"}`` (``calls.source``). ``finish_reasons``
+        (one per record, OpenAI's words, default ``stop``): an answer cut off at ``length`` or
+        by ``content_filter`` is stored but is not a training example, as a captured one.
         """
         self._refuse_writes("add examples")
         check_dataset_name(dataset, source="dataset")
         _check_records(records, attributes)
+        if finish_reasons is not None and len(finish_reasons) != len(records):
+            raise ConfigurationError(
+                f"finish_reasons has {len(finish_reasons)} entries for {len(records)} records; "
+                f"give one per record"
+            )
         trace_id = int(secrets.token_hex(16), 16) or 1
         lines = example_lines(
             records,
@@ -457,6 +465,7 @@ class Store:
             scope=scope,
             model=model,
             attributes=attributes,
+            finish_reasons=finish_reasons,
         )
         write_spool(self.spool_dir, lines)
         self.ingest()
