@@ -47,10 +47,10 @@ _SANDBOX_IF_KNOWN = {"allow_extension_repositories": "'forbidden'"}
 # The ingest runs inside the app's process (the exporter's thread), so DuckDB's memory there is
 # bounded: DuckDB's defaults (80% of the machine's memory, a thread per core) took 475 MB after
 # 100,000 calls. One thread, no insertion order to keep, and a memory limit of the JSON
-# reader's buffer (twice the longest line it may meet, limit_memory) plus 32 MiB to work in
-# (a transaction is 16 MB of spool at most); what does not fit spills to the owner-only
-# <store>.tmp/ (_private_files).
-INGEST_WORKING_MEMORY = 32 << 20
+# reader's buffer (twice the longest line it may meet, limit_memory) plus 64 MiB to work in
+# (a transaction is 4 MB of spool: 4,096 spans of 3 KB in 4 MB transactions ran out of
+# 32 MiB); what does not fit spills to the owner-only <store>.tmp/ (_private_files).
+INGEST_WORKING_MEMORY = 64 << 20
 _BOUNDED_CONFIG: dict[str, str | int | bool] = {
     "threads": 1,
     "preserve_insertion_order": False,

@@ -44,11 +44,12 @@ REASON_SUFFIX = ".reason.txt"
 _TMP_SUFFIX = ".tmp"
 _STALE_TMP_SECONDS = 3600.0
 _FILES_PER_TRANSACTION = 500
-# Spool bytes per ingest transaction. DuckDB's memory for one bulk load grows with it: a backlog
-# of 20,000 spans of 2 KB took 210 MB in one transaction, about 80 MB in 4 MB ones. Smaller
-# transactions cost some throughput (4 MB: about 20% here; 16 MB: under 10%), so the cap only
-# bites on a backlog (a held store, a burst), not on the ingest thread's usual 4,096 spans.
-_BYTES_PER_TRANSACTION = 16 * 1024 * 1024
+# Spool bytes per ingest transaction. DuckDB's memory for one bulk load grows with it (with the
+# rows in it more than with their bytes): under the ingest's memory limit (_connection), 4,096
+# spans of 3 KB in files of 512 took 64 MB more in 2 MB transactions, 80 MB in 16 MB ones,
+# and ran out of 64 MB in 4 MB ones; 4 MB transactions with 96 MB to work in took 60 MB and
+# kept 11,400 rows/s (16 MB: 15,400; 2 MB: 9,100; no limit: 14,800 and 108 MB).
+_BYTES_PER_TRANSACTION = 4 * 1024 * 1024
 _counter = itertools.count()
 _COLUMNS_SQL = "{" + ", ".join(f"'{k}': '{v}'" for k, v in INGEST_COLUMNS.items()) + "}"
 # DuckDB's JSON reader holds a buffer of twice the largest object it may meet (1 GB: it asked

@@ -168,11 +168,15 @@ def run_rounds(mode: str, rounds: int, calls: int, db: str) -> None:
     from opentelemetry.trace import SpanKind
 
     from finetuner_otel.instrumentation import _content
+    from finetuner_otel.instrumentation._options import CaptureOptions
 
     floor_tracer = TracerProvider().get_tracer("floor")
     request = {"model": model, "messages": messages, "temperature": 0}
-    request_attrs = _content.request_attributes(request, client.chat.completions)
-    response_attrs = _content.response_attributes(client.chat.completions.create(**request))
+    options = CaptureOptions()
+    request_attrs = _content.request_attributes(request, client.chat.completions, options)
+    response_attrs = _content.response_attributes(
+        client.chat.completions.create(**request), options
+    )
 
     def one_floor() -> None:
         span = floor_tracer.start_span(
@@ -320,6 +324,20 @@ def _bench_spans(spans_count: int, content_size: int = 2000) -> list:  # type: i
     return list(memory.get_finished_spans())
 
 
+# DuckDB's own bulk load of spool files: read_json with the ingest's columns, DuckDB's defaults.
+_BULK_LOAD = (
+    "INSERT OR IGNORE INTO recorded_calls ({names}) SELECT {names} FROM read_json(?, "
+    "format='newline_delimited', columns={{{columns}}})"
+)
+
+
+def _bulk_load_sql() -> str:
+    from finetuner_otel.store._schema import INGEST_COLUMNS
+
+    columns = ", ".join(f"'{k}': '{v}'" for k, v in INGEST_COLUMNS.items())
+    return _BULK_LOAD.format(names=", ".join(INGEST_COLUMNS), columns=columns)
+
+
 def exporter_throughput(spans_count: int, repeats: int) -> None:
     """Spans/s from export() to rows queryable in the store, against DuckDB's own bulk load of
     the same rows (already encoded and spooled, so only read_json + INSERT + commit are timed,
@@ -330,10 +348,11 @@ def exporter_throughput(spans_count: int, repeats: int) -> None:
     from finetuner_otel.exporters import DuckDBSpanExporter
     from finetuner_otel.exporters._spans import span_to_line
     from finetuner_otel.store._schema import migrate
-    from finetuner_otel.store._spool import _INSERT, pending_files, write_spool
+    from finetuner_otel.store._spool import pending_files, write_spool
 
     spans = _bench_spans(spans_count)
     lines = [span_to_line(span) for span in spans]
+    bulk_load = _bulk_load_sql()
     ours: list[float] = []
     alone: list[float] = []
     for _ in range(repeats):
@@ -361,7 +380,7 @@ def exporter_throughput(spans_count: int, repeats: int) -> None:
             migrate(con, "baseline")
             start = time.perf_counter()
             con.execute("BEGIN TRANSACTION")
-            con.execute(_INSERT, [files])
+            con.execute(bulk_load, [files])
             con.execute("COMMIT")
             count = con.execute("SELECT count(*) FROM calls").fetchone()[0]  # type: ignore[index]
             alone.append(spans_count / (time.perf_counter() - start))
@@ -705,12 +724,20 @@ def main() -> None:
         "--only-memory", action="store_true", help="peak RSS with the store, and a backlog"
     )
     parser.add_argument("--backlog-mb", type=int, default=1024, help="the backlog's size (1024)")
+    parser.add_argument("--only-backlog", action="store_true", help="the spool backlog only")
+    parser.add_argument("--only-throughput", action="store_true", help="the exporter only")
     args = parser.parse_args()
     if args.ingest_child:
         ingest_child(*args.ingest_child)
         return
     if args.spool_only_child:
         spool_only_child(args.spool_only_child, args.db)
+        return
+    if args.only_throughput:
+        exporter_throughput(5000 if args.quick else 20000, repeats=2 if args.quick else 5)
+        return
+    if args.only_backlog:
+        backlog(64 if args.quick else args.backlog_mb)
         return
     if args.only_memory:
         store_memory(5_000 if args.quick else 100_000, 64 if args.quick else args.backlog_mb)
