@@ -125,7 +125,7 @@ def finetune_list(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-# --- issue 20: serve a local job's adapter (owned by the finetune work) ---
+# --- serve a local job's adapter ---
 @GROUP.command(
     "serve",
     Arg("job", help="a local job's id, or its folder"),
@@ -136,7 +136,7 @@ def finetune_list(args: argparse.Namespace, ctx: Context) -> int:
     Arg("--max-new-tokens", type=int, default=256),
 )
 def finetune_serve(args: argparse.Namespace, ctx: Context) -> int:
-    """serve a local job's adapter on an OpenAI-compatible chat-completions endpoint"""
+    """serve a local job's adapter: an OpenAI-compatible endpoint"""
     import contextlib
     from pathlib import Path
 
