@@ -28,7 +28,7 @@ def _report(args: argparse.Namespace, ctx: Context) -> ShadowReport:
 
 @GROUP.command("status", *_WHICH)
 def shadow_status(args: argparse.Namespace, ctx: Context) -> int:
-    """the live agreement, its interval, by day and prompt version, latency and tokens"""
+    """the live agreement with production, and its interval"""
     report = _report(args, ctx)
     record = report.to_dict()
     disagreements = record.pop("disagreements")
@@ -39,8 +39,7 @@ def shadow_status(args: argparse.Namespace, ctx: Context) -> int:
 
 @GROUP.command("disagreements", *_WHICH)
 def shadow_disagreements(args: argparse.Namespace, ctx: Context) -> int:
-    """the production calls the candidate answered differently, for review (finetuner calls
-    correct / accept / reject)"""
+    """the calls the candidate answered otherwise, to review"""
     report = _report(args, ctx)
     ctx.output.rows(["call"], [[call] for call in report.disagreements])
     return 0
