@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # The torch build the local-trainer tests run on (a CPU build where one is at hand).
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test check lint bench bench-peers screenshots clean frameworks
+.PHONY: demo test check lint bench bench-peers bench-instr screenshots clean frameworks
 
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
@@ -53,6 +53,13 @@ bench: $(BIN)/.installed
 bench-peers: $(BIN)/.installed
 	$(PIP) -e '.[bench]' '$(TORCH)'
 	$(BIN)/python tests/benchmarks/peers.py --page docs/performance.md
+
+# Per-call cost in instructions (callgrind, every thread counted), beside the same peers; adds
+# its table to docs/performance.md. valgrind and gcc from Debian: apt-get install -y valgrind gcc
+bench-instr: $(BIN)/.installed
+	@command -v valgrind >/dev/null || { echo "bench-instr needs valgrind: apt-get install -y valgrind"; exit 1; }
+	$(PIP) -e '.[bench]' '$(TORCH)'
+	$(BIN)/python tests/benchmarks/instr.py --page docs/performance.md
 
 # The pictures of `finetuner ui` in README.md (docs/ui-*.png), in Debian's headless chromium.
 screenshots: $(BIN)/.installed
