@@ -433,6 +433,6 @@ def test_help_lists_every_group_and_command() -> None:
     assert commands("calls") == ["list", "show", "accept", "reject", "correct"]
     assert commands("finetune") == ["start", "status", "wait", "cancel", "list", "serve"]
     assert commands("eval") == ["run", "show", "compare", "report"]
-    assert commands("shadow") == ["status", "disagreements"]
+    assert commands("shadow") == ["status", "review"]
     code, out, _ = run("calls", "accept", "--help")
     assert code == 0 and "mark a call good" in out and "--note" in out

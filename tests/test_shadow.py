@@ -207,7 +207,7 @@ def test_a_correction_is_the_target_and_the_paired_test_uses_it(
     assert code == 0 and status["calls"] == 6 and status["disagreements"] == 1
     assert status["agreement"] == pytest.approx(5 / 6)
     assert status["ci_low"] < status["agreement"] < status["ci_high"]
-    code, out, _ = run("--json", "shadow", "disagreements", *which)
+    code, out, _ = run("--json", "shadow", "review", *which)
     assert code == 0 and by_ticket["ticket 2"] in out
 
 

@@ -37,8 +37,8 @@ def shadow_status(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-@GROUP.command("disagreements", *_WHICH)
-def shadow_disagreements(args: argparse.Namespace, ctx: Context) -> int:
+@GROUP.command("review", *_WHICH)
+def shadow_review(args: argparse.Namespace, ctx: Context) -> int:
     """the calls the candidate answered otherwise, to review"""
     report = _report(args, ctx)
     ctx.output.rows(["call"], [[call] for call in report.disagreements])
