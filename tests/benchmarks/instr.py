@@ -17,7 +17,8 @@ the spans) batching by count: ``OTEL_BSP_SCHEDULE_DELAY`` very large and
 ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE=32``, and the store ingests only at the flush
 (``FINETUNER_INGEST_INTERVAL`` very large), so that no timer, and so not valgrind's 50x slowdown,
 decides how much work a call causes. For each mode (sync, sync-stream, async, async-stream),
-after a warm-up: callgrind's counters are zeroed, N1 calls are made and flushed (every span
+after a warm-up (and ``gc.freeze()``: a full collection of the heap then never falls in one
+count by chance): callgrind's counters are zeroed, N1 calls are made and flushed (every span
 exported, and ingested for the store) and the counters dumped; then N2 calls, flushed and dumped.
 A call costs (Ir(N2) - Ir(N1)) / (N2 - N1): the fixed costs of a flush cancel out. The dumps come
 from callgrind's client requests (``CALLGRIND_ZERO_STATS``, ``CALLGRIND_DUMP_STATS_AT``), made
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import json
 import os
 import platform
@@ -221,6 +223,11 @@ def child(case: str, modes: list[str], n1: int, n2: int, warmup: int, helper: st
         for mode in modes:
             calls(mode, warmup)
             assert flush()
+            # A full collection of the whole heap falls in one count or the other by chance
+            # (tens of millions of instructions, each mode and case at another moment): what
+            # the warm-up left is frozen out of them, the young collections still count.
+            gc.collect()
+            gc.freeze()
             requests.bench_zero()
             for n in (n1, n2):
                 calls(mode, n)
