@@ -71,9 +71,7 @@ def test_the_fast_reader_reads_what_read_json_reads(tmp_path: Path) -> None:
         migrate(con, "memory")
         con.execute(statement, [[str(path)], _object_size([path])])
         rows.append(
-            con.execute(
-                "SELECT * EXCLUDE (ingested_at) FROM recorded_calls ORDER BY id"
-            ).fetchall()
+            con.execute("SELECT * EXCLUDE (ingested_at) FROM recorded_calls ORDER BY id").fetchall()
         )
         con.close()
     assert len(rows[0]) == 300 and rows[0] == rows[1]
