@@ -73,8 +73,7 @@ def load_max_content_size(env: Mapping[str, str]) -> int:
         size = 0
     if size <= 0:
         raise ConfigurationError(
-            f"FINETUNER_MAX_CONTENT_SIZE must be a whole number of characters > 0, got "
-            f"{raw_size!r}"
+            f"FINETUNER_MAX_CONTENT_SIZE must be a whole number of characters > 0, got {raw_size!r}"
         )
     return size
 

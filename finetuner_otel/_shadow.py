@@ -82,9 +82,7 @@ def _extensions() -> Extensions:
 
 
 def _number(name: str, value: Any, *, low: float, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        low <= value <= high
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (low <= value <= high):
         raise ConfigurationError(f"{name} must be a number in [{low}, {high}], got {value!r}")
     return float(value)
 

@@ -167,9 +167,7 @@ def generate(
             break
         prompt = _GENERATE.format(examples=examples, count=n - len(accepted), instructions=extra)
         for candidate in _new_inputs(client, model, prompt):
-            if len(accepted) < n and not near_duplicate(
-                candidate, [*known, *accepted], similarity
-            ):
+            if len(accepted) < n and not near_duplicate(candidate, [*known, *accepted], similarity):
                 accepted.append(candidate)
     if not accepted:
         raise ConfigurationError(

@@ -252,8 +252,9 @@ _json_like = st.recursive(
         st.text(max_size=20),
         st.sampled_from(['[]\n{"id":"forged"}', "\u2028\u202e\x00", '{"a":1}', "[1e400]"]),
     ),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 _keys = st.sampled_from(

@@ -159,9 +159,7 @@ def test_a_parsed_stream_outlives_its_raw_response(
 
     plain = _plain(server, spans, "chat")
     server.enqueue(Reply(ANSWER))
-    raw = server.client().chat.completions.with_raw_response.create(
-        **_request("chat"), stream=True
-    )
+    raw = server.client().chat.completions.with_raw_response.create(**_request("chat"), stream=True)
     stream = raw.parse()
     del raw
     gc.collect()

@@ -13,9 +13,7 @@ if TYPE_CHECKING:
     from ..importers import ImportSummary
 
 GROUP = Group("import", "calls from OpenAI stored completions, OpenPipe, Langfuse")
-_DATASET = Arg(
-    "--dataset", help="the dataset of rows whose metadata names none (default: default)"
-)
+_DATASET = Arg("--dataset", help="the dataset of rows whose metadata names none (default: default)")
 
 
 def _metadata(pairs: list[str] | None) -> dict[str, str] | None:

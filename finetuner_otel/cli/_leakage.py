@@ -40,9 +40,7 @@ def datasets_leakage(args: argparse.Namespace, ctx: Context) -> int:
     store = ctx.existing_store()
     a = _dataset_or_snapshot(store, args.a)
     b = _dataset_or_snapshot(store, args.b)
-    report = a.leakage(
-        b, near=not args.exact_only, threshold=args.threshold, shingle=args.shingle
-    )
+    report = a.leakage(b, near=not args.exact_only, threshold=args.threshold, shingle=args.shingle)
     if ctx.output.mode in ("json", "nl"):
         ctx.output.record(report.to_dict())
         return 0

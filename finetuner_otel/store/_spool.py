@@ -58,9 +58,7 @@ _COLUMNS_SQL = "{" + ", ".join(f"'{k}': '{v}'" for k, v in INGEST_COLUMNS.items(
 # most 1 GiB (the longest line ingest takes).
 _MIN_OBJECT_SIZE = 16 << 20
 _MAX_OBJECT_SIZE = 1 << 30
-_READ = (
-    f"read_json(?, format='newline_delimited', columns={_COLUMNS_SQL}, maximum_object_size=?)"
-)
+_READ = f"read_json(?, format='newline_delimited', columns={_COLUMNS_SQL}, maximum_object_size=?)"
 _INSERT = (
     f"INSERT OR IGNORE INTO recorded_calls ({', '.join(INGEST_COLUMNS)}) "
     f"SELECT {', '.join(INGEST_COLUMNS)} FROM {_READ}"

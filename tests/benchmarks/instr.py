@@ -10,6 +10,8 @@ traced), on the in-process HTTP transport of ``peers.py``, content capture on:
   what any instrumentation built on the OTel SDK pays;
 - ``finetuner-otel``: our ``OpenAIInstrumentor`` alone, the spans dropped;
 - ``finetuner-otel + store``: ``finetuner_otel.instrument()``: export, spool and ingest;
+- ``finetuner-otel + shadow``: ours alone with a shadow registered that samples none of the
+  calls (``shadow(..., sample=0)``): what a call not sampled pays for shadowing;
 - the peers that are installed: ``contrib`` (openai-v2), ``openllmetry``, ``openinference``.
 
 Each span processor is a BatchSpanProcessor (``floor`` and the peers: one whose exporter drops
@@ -60,6 +62,7 @@ CASES = [
     "floor",
     "finetuner-otel",
     "finetuner-otel + store",
+    "finetuner-otel + shadow",
     "contrib",
     "openllmetry",
     "openinference",
@@ -158,6 +161,14 @@ def _set_up(case: str, tmp: str, client: Any, messages: list[dict[str, str]]) ->
         from finetuner_otel.instrumentation import OpenAIInstrumentor
 
         OpenAIInstrumentor().instrument(tracer_provider=provider)
+        return provider.force_flush, None
+    if case == "finetuner-otel + shadow":  # a shadow registered that samples none of them:
+        import finetuner_otel  # what every call not sampled pays (issue 24)
+        from finetuner_otel.instrumentation import OpenAIInstrumentor
+
+        provider = _drop_provider()
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+        finetuner_otel.shadow("candidate", sample=0.0)
         return provider.force_flush, None
     from peers import _instrument
 

@@ -585,9 +585,7 @@ def spool_only_child(calls: int, tmp: str) -> None:
     for _ in range(calls):
         client.chat.completions.create(model="gpt-4o-mini", messages=messages, temperature=0)
     handle.processor._batch.force_flush()  # exported and spooled, not ingested
-    spooled = sum(
-        f.read_bytes().count(b"\n") for f in handle.settings.spool_dir.glob("*.jsonl")
-    )
+    spooled = sum(f.read_bytes().count(b"\n") for f in handle.settings.spool_dir.glob("*.jsonl"))
     print(json.dumps({"peak_rss_mb": peak_rss_mb(), "stored": spooled}))
     os._exit(0)  # no ingest at exit: the helper's
 
