@@ -22,6 +22,7 @@ from .._errors import ConfigurationError
 from .._json import dumps
 from .._messages import message_text
 from .._progress import Progress
+from .._retry import retry_after, retryable
 from ..store import Dataset, Example, Store
 from ._leakage import check_leakage  # issue 22
 from ._records import load_cache, save_run
@@ -32,25 +33,6 @@ if TYPE_CHECKING:
     import openai
 
 EVAL_DATASET = "eval"  # the dataset eval calls are recorded under (never trained on)
-
-
-def _retryable(exc: BaseException) -> bool:
-    import openai
-
-    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
-        return True
-    return isinstance(exc, openai.APIStatusError) and (
-        exc.status_code == 429 or exc.status_code >= 500
-    )
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _answer(completion: Any) -> dict[str, Any]:
@@ -173,9 +155,9 @@ class Eval:
                     )
                 return _answer(completion)
             except Exception as exc:
-                if not _retryable(exc) or attempt >= self.retries:
+                if not retryable(exc) or attempt >= self.retries:
                     raise
-                wait = _retry_after(exc)
+                wait = retry_after(exc)
                 if wait is None:
                     wait = self.backoff * 2**attempt * (0.5 + random.random() / 2)
                 attempt += 1

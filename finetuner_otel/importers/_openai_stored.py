@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .._errors import ConfigurationError
 from .._json import dumps
 from .._progress import Progress
+from .._retry import retry_after, retryable
 from ..store import Store
 from ._write import (
     FINISH_REASON,
@@ -51,25 +52,6 @@ PAGE_SIZE = 100  # the API's largest page
 OnPage = Callable[[int, int], None]  # (pages done, rows added by that page)
 
 
-def _retryable(exc: BaseException) -> bool:
-    import openai
-
-    if isinstance(exc, openai.APIConnectionError):  # timeouts too
-        return True
-    return isinstance(exc, openai.APIStatusError) and (
-        exc.status_code == 429 or exc.status_code >= 500
-    )
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 class _Pager:
     """The API's pages, with backoff on top of the SDK's own retries."""
 
@@ -88,9 +70,9 @@ class _Pager:
             try:
                 return fn()
             except Exception as exc:
-                if not _retryable(exc) or attempt >= self.retries:
+                if not retryable(exc) or attempt >= self.retries:
                     raise
-                wait = _retry_after(exc)
+                wait = retry_after(exc)
                 if wait is None:
                     wait = self.backoff * 2**attempt * (0.5 + random.random() / 2)
                 attempt += 1

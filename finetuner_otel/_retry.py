@@ -1,0 +1,26 @@
+"""When an OpenAI API call is worth making again, and how long the server asks us to wait: the
+one reading of both, for every loop of ours that retries on top of the SDK's own retries (evals,
+imports)."""
+
+from __future__ import annotations
+
+
+def retryable(exc: BaseException) -> bool:
+    """A rate limit (429), a server error (5xx) or a lost connection (timeouts included)."""
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):
+        return True
+    return isinstance(exc, openai.APIStatusError) and (
+        exc.status_code == 429 or exc.status_code >= 500
+    )
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds of the error's ``retry-after`` header, when it has one."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
