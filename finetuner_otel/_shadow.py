@@ -121,13 +121,16 @@ class Shadow:
 
     # --- on the user's thread: cheap, never raises ----------------------------------------
 
-    def offer(self, request: ShadowRequest) -> None:
-        if self.datasets is not None and request.dataset not in self.datasets:
-            return
+    def samples(self, dataset: str) -> bool:
+        if self.datasets is not None and dataset not in self.datasets:
+            return False
         self.stats.offered += 1
         if self._random.random() >= self.sample:
-            return
+            return False
         self.stats.sampled += 1
+        return True
+
+    def offer(self, request: ShadowRequest) -> None:
         try:
             self._queue.put_nowait(request)
         except queue.Full:

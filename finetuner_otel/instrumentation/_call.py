@@ -269,20 +269,25 @@ class ChatCall:
             self._offer()
 
     def _offer(self) -> None:
-        """Hand the completed call to the shadows (each samples and queues; none blocks)."""
+        """Hand the completed call to the shadows that sample it (each decides first, so a
+        call none of them samples costs that decision only; none blocks)."""
         request, self.request = self.request, None
         try:
             assert request is not None
             instance, kwargs, dataset = request
-            context = self.span.get_span_context()
-            offered = ShadowRequest(
-                self.api.name,
-                getattr(instance, "_client", None),
-                kwargs,
-                dataset,
-                f"{context.trace_id:032x}{context.span_id:016x}",
-            )
+            offered: ShadowRequest | None = None
             for hook in self.options.extensions.shadows:
+                if not hook.samples(dataset):
+                    continue
+                if offered is None:
+                    context = self.span.get_span_context()
+                    offered = ShadowRequest(
+                        self.api.name,
+                        getattr(instance, "_client", None),
+                        kwargs,
+                        dataset,
+                        f"{context.trace_id:032x}{context.span_id:016x}",
+                    )
                 hook.offer(offered)
         except Exception:
             log_internal_error("the shadow offer")

@@ -29,8 +29,12 @@ class ShadowRequest:
 
 
 class ShadowHook(Protocol):
+    def samples(self, dataset: str) -> bool:
+        """Whether this completed call of ``dataset`` is one to repeat (on the user's thread,
+        after every call: cheap, never raises)."""
+
     def offer(self, request: ShadowRequest) -> None:
-        """Called on the user's thread after a call completed: must be cheap and never raise."""
+        """A call ``samples`` chose: queue it (cheap, never blocks or raises)."""
 
 
 class RouteHook(Protocol):
