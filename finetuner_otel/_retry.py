@@ -4,6 +4,8 @@ imports)."""
 
 from __future__ import annotations
 
+import random
+
 
 def retryable(exc: BaseException) -> bool:
     """A rate limit (429), a server error (5xx) or a lost connection (timeouts included)."""
@@ -24,3 +26,12 @@ def retry_after(exc: BaseException) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def wait_before(exc: BaseException, attempt: int, backoff: float) -> float:
+    """Seconds to wait before trying again after ``exc`` on try ``attempt`` (0 first): what
+    the server asked for, else ``backoff`` doubled per try with jitter (half to all of it)."""
+    wait = retry_after(exc)
+    if wait is None:
+        wait = backoff * 2**attempt * (0.5 + random.random() / 2)
+    return wait

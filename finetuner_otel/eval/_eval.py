@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import random
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ from .._errors import ConfigurationError
 from .._json import dumps
 from .._messages import message_text
 from .._progress import Progress
-from .._retry import retry_after, retryable
+from .._retry import retryable, wait_before
 from ..store import Dataset, Example, Store
 from ._leakage import check_leakage  # issue 22
 from ._records import load_cache, save_run
@@ -157,9 +156,7 @@ class Eval:
             except Exception as exc:
                 if not retryable(exc) or attempt >= self.retries:
                     raise
-                wait = retry_after(exc)
-                if wait is None:
-                    wait = self.backoff * 2**attempt * (0.5 + random.random() / 2)
+                wait = wait_before(exc, attempt, self.backoff)
                 attempt += 1
                 with self._lock:
                     self._retries += 1

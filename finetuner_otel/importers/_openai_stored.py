@@ -19,7 +19,6 @@ cursor of its page (``finetuner.import.cursor``) and the filters it was listed w
 from __future__ import annotations
 
 import concurrent.futures
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .._errors import ConfigurationError
 from .._json import dumps
 from .._progress import Progress
-from .._retry import retry_after, retryable
+from .._retry import retryable, wait_before
 from ..store import Store
 from ._write import (
     FINISH_REASON,
@@ -72,9 +71,7 @@ class _Pager:
             except Exception as exc:
                 if not retryable(exc) or attempt >= self.retries:
                     raise
-                wait = retry_after(exc)
-                if wait is None:
-                    wait = self.backoff * 2**attempt * (0.5 + random.random() / 2)
+                wait = wait_before(exc, attempt, self.backoff)
                 attempt += 1
                 self.out.note(f"{what}: {type(exc).__name__}; trying again in {wait:.1f} s")
                 time.sleep(min(wait, 300.0))
