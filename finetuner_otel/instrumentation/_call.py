@@ -142,7 +142,9 @@ class ChatCall:
                 if why == sc.PURPOSE_SHADOW:
                     attrs[sc.SHADOW_OF] = shadowed_call()
             extensions = options.extensions
-            route = _routed(extensions, dataset, attrs) if routing and why is None else None
+            route = None
+            if extensions.routes and routing and why is None:  # no call when none is set
+                route = _routed(extensions, dataset, attrs)
             model = attrs.get(sc.REQUEST_MODEL)
             name = f"{sc.OPERATION_CHAT} {model}" if model else sc.OPERATION_CHAT
             span = tracers.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
