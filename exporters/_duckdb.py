@@ -17,9 +17,10 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from finetuner_otel._errors import StoreError
 from finetuner_otel._redact import Redactor, RedactSpec, from_environment, make_redactor
-from finetuner_otel._settings import Settings
-from finetuner_otel.store.spool import ingest, write_private, write_spool
+from finetuner_otel._settings import Lake, Settings
+from finetuner_otel.store.spool import write_private, write_spool
 
+from ._ingest import FlushOutcome, IngestHelper, ingest_mode, ingest_spool
 from ._spans import is_genai_span, span_to_line
 
 logger = logging.getLogger("finetuner_otel.exporters")
@@ -36,6 +37,9 @@ MAX_HELD_SPANS = 10_000
 # disk that frees a little space takes a little of the backlog: one file of the whole backlog
 # fits nowhere until all of it does (350 held spans were lost at exit with 756 KB free).
 HELD_CHUNK_CHARS = 64 * 1024
+# How long shutdown() waits for the last ingest (the thread's waited for as long as it took):
+# long enough for a helper to start and move a large spool; past it the helper goes on alone.
+SHUTDOWN_INGEST_SECONDS = 30.0
 
 
 class DuckDBSpanExporter(SpanExporter):
@@ -43,30 +47,42 @@ class DuckDBSpanExporter(SpanExporter):
 
     Other spans are ignored. ``export`` writes each batch to a durable spool file (so a span is
     safe once ``export`` or ``force_flush`` returns) and, every ``ingest_interval`` seconds or
-    as soon as ``INGEST_BATCH_SPANS`` spans wait, wakes a background thread that moves the spool
-    into the store if no other process holds it. Export never waits for the database, so a slow
-    or locked store cannot back up the span queue. ``force_flush`` and ``shutdown`` ingest
-    whatever is left, waiting up to their timeout for the store.
+    as soon as ``INGEST_BATCH_SPANS`` spans wait, asks for the spool to be moved into the store
+    if no other process holds it. Export never waits for the database, so a slow or locked store
+    cannot back up the span queue. ``force_flush`` and ``shutdown`` ingest whatever is left,
+    waiting up to their timeout for the store.
+
+    ``ingest="process"`` (``FINETUNER_INGEST``, the default) moves the spool in a helper
+    process of this exporter (started on the first ingest, ended by ``shutdown`` or when this
+    process ends), so DuckDB's memory and the ingest's CPU stay out of the app;
+    ``ingest="thread"`` moves it on a background thread of this process, as does an exporter
+    whose helper cannot start or keeps dying (logged once).
 
     ``redact`` (what ``instrument(redact=...)`` takes, or ``FINETUNER_REDACT`` when not given)
     is applied to every content and string attribute of spans of other instrumentations before
     they are written; spans of ours were redacted when they were recorded.
 
     With no arguments (as ``opentelemetry-instrument`` builds it) the settings come from
-    ``FINETUNER_DB``, ``FINETUNER_SPOOL_DIR``, ``FINETUNER_INGEST_INTERVAL`` and
-    ``FINETUNER_REDACT``.
+    ``FINETUNER_DB``, ``FINETUNER_SPOOL_DIR``, ``FINETUNER_INGEST_INTERVAL``,
+    ``FINETUNER_INGEST`` and ``FINETUNER_REDACT``.
     """
 
     def __init__(
         self,
-        db: str | os.PathLike[str] | None = None,
+        db: str | os.PathLike[str] | Lake | None = None,
         *,
         spool_dir: str | os.PathLike[str] | None = None,
         ingest_interval: float | None = None,
         max_held_spans: int = MAX_HELD_SPANS,
         redact: RedactSpec | Redactor | None = None,
+        ingest: str | None = None,
     ) -> None:
         self._settings = Settings.load(db, spool_dir=spool_dir, ingest_interval=ingest_interval)
+        self._helper: IngestHelper | None = (
+            IngestHelper(self._settings, None if db is None else os.fspath(db))
+            if ingest_mode(ingest) == "process"
+            else None
+        )
         self._redactor: Redactor | None = (
             redact
             if isinstance(redact, Redactor)
@@ -89,6 +105,8 @@ class DuckDBSpanExporter(SpanExporter):
             exporter = self_ref()
             if exporter is not None:
                 exporter._init_threading()
+                if exporter._helper is not None:
+                    exporter._helper.after_fork_in_child()
 
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=after_fork_in_child)
@@ -106,6 +124,13 @@ class DuckDBSpanExporter(SpanExporter):
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    @property
+    def ingest_pid(self) -> int | None:
+        """The process id of the ingest helper now running; None before the first ingest and
+        when the spool is ingested on a thread of this process."""
+        helper = self._helper
+        return helper.pid if helper is not None else None
 
     @property
     def spans_dropped(self) -> int:
@@ -229,6 +254,8 @@ class DuckDBSpanExporter(SpanExporter):
     def _request_ingest(self) -> None:
         self._last_ingest = time.monotonic()
         self._spooled_since_ingest = 0
+        if self._in_helper() and self._helper is not None and self._helper.request():
+            return
         with self._wake:
             self._ingest_requested = True
             if self._ingester is None or not self._ingester.is_alive():
@@ -249,17 +276,63 @@ class DuckDBSpanExporter(SpanExporter):
                 self._ingest_requested = False
             self._ingest(wait=0.0)
 
-    def _ingest(self, wait: float) -> bool:
-        """Move the spool into the store; False if the store stayed busy (the spool is kept)."""
+    def _in_helper(self) -> bool:
+        """Whether the helper process ingests (False once it proved unusable: logged once)."""
+        helper = self._helper
+        if helper is None:
+            return False
+        if helper.usable:
+            return True
+        helper.close(0.0)
+        self._helper = None
+        return False
+
+    def _ingest(self, wait: float, timeout: float | None = None) -> bool:
+        """Move the spool into the store, within ``timeout`` seconds in the helper (``wait``
+        by default); False if the store stayed busy or it failed (the spool is kept)."""
+        if self._in_helper() and self._helper is not None:
+            outcome = self._helper.flush(wait, wait if timeout is None else timeout)
+            if outcome is not None:
+                return self._helper_ingested(outcome, wait)
+            if self._in_helper():  # it died meanwhile: this once, here; restarted next time
+                logger.info("finetuner-otel: ingesting here while the helper restarts")
         try:
             with self._ingest_lock:
-                ingest(self._settings.db_path, self._settings.spool_dir, wait=wait)
+                ingest_spool(self._settings, wait)
             return True
         except StoreError as exc:
             log = logger.debug if wait == 0 else logger.warning
             log("finetuner-otel: spool kept for a later ingest: %s", exc)
         except Exception:
             logger.exception("finetuner-otel: ingest into %s failed", self._settings.db_path)
+        return False
+
+    def _helper_ingested(self, outcome: FlushOutcome, wait: float) -> bool:
+        if outcome.status == "ok":
+            logger.debug(
+                "finetuner-otel: the ingest helper (pid %d) moved %d spool files into %s",
+                outcome.pid,
+                outcome.files,
+                self._settings.db_path,
+            )
+            return True
+        if outcome.status == "busy":
+            log = logger.debug if wait == 0 else logger.warning
+            log("finetuner-otel: spool kept for a later ingest: %s", outcome.message)
+        elif outcome.status == "timeout":
+            logger.warning(
+                "finetuner-otel: the ingest helper (pid %d) gave no answer in time (%s); the "
+                "spool is kept and the helper goes on ingesting it",
+                outcome.pid,
+                outcome.message,
+            )
+        else:
+            logger.error(
+                "finetuner-otel: ingest into %s failed in the ingest helper (pid %d): %s",
+                self._settings.db_path,
+                outcome.pid,
+                outcome.message,
+            )
         return False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -290,4 +363,6 @@ class DuckDBSpanExporter(SpanExporter):
                 len(self._held),
             )
             self._held.clear()
-        self._ingest(wait=5.0)
+        self._ingest(wait=5.0, timeout=SHUTDOWN_INGEST_SECONDS)
+        if self._helper is not None:
+            self._helper.close()

@@ -1,0 +1,95 @@
+"""The ingest helper process, started by an exporter (``_ingest.IngestHelper``), one per exporter:
+
+    python -m finetuner_otel.exporters._ingester [--db D] --spool-dir S
+
+It reads requests from its stdin, one a line: ``ingest`` (move the spool into the store if it
+is free; no answer) and ``flush <seq> <wait>`` (ingest now, waiting up to ``wait`` seconds for
+the store), answered on stdout with ``flushed <seq> <ok|busy|error> <files> <pid> <message>``.
+Requests that arrive together are served by one ingest. It ends when its stdin ends: the app
+closed it or died. It runs at a lower priority than the app (nice 5) and ignores SIGINT (a
+Ctrl-C in the terminal is the app's to handle; the app then flushes through this helper and
+closes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from finetuner_otel._errors import StoreError, StoreLockedError
+from finetuner_otel._settings import Settings
+from finetuner_otel.exporters._ingest import ingest_spool
+
+logger = logging.getLogger("finetuner_otel.exporters")
+
+NICE = 5
+
+
+def _ingest(settings: Settings, wait: float) -> tuple[str, int, str]:
+    """One ingest: (status, files ingested, message); never raises."""
+    try:
+        return "ok", ingest_spool(settings, wait), ""
+    except StoreLockedError as exc:
+        return "busy", 0, str(exc)
+    except StoreError as exc:
+        logger.warning("finetuner-otel: spool kept for a later ingest: %s", exc)
+        return "error", 0, str(exc)
+    except Exception as exc:
+        logger.exception("finetuner-otel: ingest into %s failed", settings.db_path)
+        return "error", 0, f"{type(exc).__name__}: {exc}"
+
+
+def serve(settings: Settings, lines: list[bytes]) -> None:
+    """Answer the requests that arrived together: one ingest for them all, one more per flush
+    after the first (the spool may have grown meanwhile)."""
+    flushes: list[tuple[str, float]] = []
+    for line in lines:
+        words = line.decode(errors="replace").split()
+        if len(words) == 3 and words[0] == "flush":
+            try:
+                flushes.append((words[1], max(0.0, float(words[2]))))
+            except ValueError:
+                logger.error("finetuner-otel ingest helper: bad request %r", line)
+        elif words != ["ingest"]:
+            logger.error("finetuner-otel ingest helper: bad request %r", line)
+    if not flushes:
+        _ingest(settings, 0.0)
+        return
+    for seq, wait in flushes:
+        status, files, message = _ingest(settings, wait)
+        text = " ".join(message.split())  # one line
+        os.write(1, f"flushed {seq} {status} {files} {os.getpid()} {text}\n".encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m " + __spec__.name if __spec__ else None)
+    parser.add_argument("--db", help="the store as the app gave it (default: FINETUNER_DB)")
+    parser.add_argument("--spool-dir", required=True, help="the spool, as the exporter resolved it")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(NICE)
+    logging.basicConfig(
+        level=logging.WARNING,
+        format=f"finetuner-otel ingest helper (pid {os.getpid()}): %(message)s",
+    )
+    settings = Settings.load(args.db, spool_dir=args.spool_dir)
+    buffer = b""
+    while True:
+        chunk = os.read(0, 65536)
+        if not chunk:  # the app closed our stdin, or died
+            return 0
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        if lines:
+            try:
+                serve(settings, lines)
+            except BrokenPipeError:  # the app stopped reading: it is closing or gone
+                return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
