@@ -37,6 +37,7 @@ from ._errors import ConfigurationError
 from ._http import UvicornServer, is_loopback, listen, url_host
 from ._otlp import BadPayload, DecodedTooLarge
 from ._otlp_decode import decode_request
+from ._settings import Lake
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -124,7 +125,7 @@ class OTLPReceiver:
 
     def __init__(
         self,
-        db: str | Path | None = None,
+        db: str | Path | Lake | None = None,
         *,
         host: str = "127.0.0.1",
         port: int = 4318,

@@ -3,8 +3,11 @@
 =============================  ========================  ======================================
 variable                       default                   meaning
 =============================  ========================  ======================================
-``FINETUNER_DB``               ``./finetuner.duckdb``    the DuckDB store
-``FINETUNER_SPOOL_DIR``        ``<FINETUNER_DB>.spool``  where spans wait for ingest
+``FINETUNER_DB``               ``./finetuner.duckdb``    the store: a DuckDB file, or Iceberg
+                                                         tables in a PostgreSQL catalog
+                                                         (``iceberg+postgresql://...``)
+``FINETUNER_SPOOL_DIR``        ``<FINETUNER_DB>.spool``  where spans wait for ingest (for
+                                                         Iceberg: ``./finetuner-iceberg.spool``)
 ``FINETUNER_DATASET``          ``default``               dataset of calls not tagged otherwise
 ``FINETUNER_INGEST_INTERVAL``  ``1.0``                   seconds between background ingests
 ``FINETUNER_MAX_CONTENT_SIZE`` ``20000000``              characters of one content part (an
@@ -22,6 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ._errors import ConfigurationError
 
@@ -78,20 +82,104 @@ def load_max_content_size(env: Mapping[str, str]) -> int:
     return size
 
 
+ICEBERG_SCHEME = "iceberg+postgresql"
+_ICEBERG_EXAMPLE = "iceberg+postgresql://finetuner@db.internal:5432/finetuner?warehouse=/srv/lake"
+_ICEBERG_OPTIONS = frozenset({"warehouse", "namespace"})
+_NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True)
+class Lake:
+    """An Iceberg store: tables in ``namespace`` of the SQL catalog on PostgreSQL at
+    ``catalog_uri`` (an SQLAlchemy URL), with their Parquet data under ``warehouse`` (a folder
+    or an object-storage URL)."""
+
+    catalog_uri: str
+    warehouse: str
+    namespace: str = "finetuner"
+
+    @property
+    def url(self) -> str:
+        """The location as FINETUNER_DB takes it, password included (never log it)."""
+        parts = urlsplit(self.catalog_uri)
+        query = f"warehouse={self.warehouse}" + (
+            "" if self.namespace == "finetuner" else f"&namespace={self.namespace}"
+        )
+        return urlunsplit((ICEBERG_SCHEME, parts.netloc, parts.path, query, ""))
+
+    @property
+    def display(self) -> str:
+        """The location with any password masked, for messages and logs."""
+        parts = urlsplit(self.catalog_uri)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(":" + parts.password + "@", ":***@", 1)
+        return urlunsplit(
+            (ICEBERG_SCHEME, netloc, parts.path, f"warehouse={self.warehouse}", "")
+        ) + ("" if self.namespace == "finetuner" else f"&namespace={self.namespace}")
+
+
+def parse_lake(location: str) -> Lake:
+    """``iceberg+postgresql://user[:password]@host[:port]/database?warehouse=...[&namespace=...]``
+    as a Lake; ConfigurationError naming what is wrong otherwise. A password is better left to
+    PGPASSWORD or ~/.pgpass (libpq reads both) than written in the URL."""
+    parts = urlsplit(location)
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(options) - _ICEBERG_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(unknown)} in the Iceberg store location; it takes "
+            f"warehouse= and namespace=, e.g. {_ICEBERG_EXAMPLE}"
+        )
+    if not parts.hostname or not parts.path.strip("/"):
+        raise ConfigurationError(
+            f"the Iceberg store location needs the catalog's PostgreSQL host and database, "
+            f"e.g. {_ICEBERG_EXAMPLE}"
+        )
+    warehouse = options.get("warehouse", "").strip()
+    if not warehouse:
+        raise ConfigurationError(
+            "the Iceberg store location needs warehouse= (a folder, or an s3://... URL, where "
+            f"the tables' Parquet files go), e.g. {_ICEBERG_EXAMPLE}"
+        )
+    if "://" not in warehouse:
+        warehouse = Path(warehouse).absolute().as_uri()
+    namespace = options.get("namespace", "finetuner")
+    if not _NAMESPACE.fullmatch(namespace):
+        raise ConfigurationError(
+            f"the Iceberg namespace {namespace!r} must be a letter or _ then up to 62 letters, "
+            f"digits or _"
+        )
+    uri = urlunsplit(("postgresql+psycopg2", parts.netloc, parts.path, "", ""))
+    return Lake(catalog_uri=uri, warehouse=warehouse, namespace=namespace)
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Where the store lives and how capture behaves."""
+    """Where the store lives and how capture behaves. ``lake`` is set for an Iceberg store;
+    ``db_path`` is the DuckDB file otherwise."""
 
     db_path: Path
     spool_dir: Path
     default_dataset: str = DEFAULT_DATASET
     ingest_interval: float = 1.0
     max_content_size: int = DEFAULT_MAX_CONTENT_SIZE
+    lake: Lake | None = None
+
+    @property
+    def location(self) -> str:
+        """The store as Store() and FINETUNER_DB take it (a password masked)."""
+        return self.lake.display if self.lake is not None else str(self.db_path)
+
+    @property
+    def store(self) -> Path | Lake:
+        """What the store functions take: the DuckDB file, or the Lake."""
+        return self.lake if self.lake is not None else self.db_path
 
     @classmethod
     def load(
         cls,
-        db: str | os.PathLike[str] | None = None,
+        db: str | os.PathLike[str] | Lake | None = None,
         *,
         spool_dir: str | os.PathLike[str] | None = None,
         default_dataset: str | None = None,
@@ -100,7 +188,27 @@ class Settings:
     ) -> Settings:
         """Arguments win over ``FINETUNER_*`` variables, which win over the defaults."""
         env = os.environ if environ is None else environ
-        db_path = Path(db if db is not None else env.get("FINETUNER_DB") or DEFAULT_DB)
+        raw_db = db if db is not None else env.get("FINETUNER_DB") or DEFAULT_DB
+        lake = None
+        if isinstance(raw_db, Lake):
+            lake = raw_db
+        elif isinstance(raw_db, str) and raw_db.startswith(ICEBERG_SCHEME + "://"):
+            lake = parse_lake(raw_db)
+        elif isinstance(raw_db, str) and re.match(r"[a-z][a-z0-9+.-]*://", raw_db):
+            raise ConfigurationError(
+                f"the store location {raw_db.split('://')[0]}://... is not one finetuner-otel "
+                f"knows; give a DuckDB file path such as ./finetuner.duckdb or an Iceberg store "
+                f"such as {_ICEBERG_EXAMPLE}"
+            )
+        if lake is not None:
+            spool = spool_dir if spool_dir is not None else env.get("FINETUNER_SPOOL_DIR")
+            spool_path = Path(spool or "finetuner-iceberg.spool").absolute()
+            # db_path is not used for a lake (Settings.store is what the store functions take)
+            return cls._finish(
+                spool_path / "not-a-store", spool_path, default_dataset, ingest_interval, env, lake
+            )
+        assert not isinstance(raw_db, Lake)
+        db_path = Path(raw_db)
         if str(db_path).strip() == "" or db_path.is_dir():
             raise ConfigurationError(
                 f"the store path {str(db_path)!r} is a directory or empty; "
@@ -108,6 +216,20 @@ class Settings:
             )
         spool = spool_dir if spool_dir is not None else env.get("FINETUNER_SPOOL_DIR")
         spool_path = Path(spool) if spool else db_path.with_name(db_path.name + ".spool")
+        return cls._finish(
+            db_path.absolute(), spool_path.absolute(), default_dataset, ingest_interval, env, None
+        )
+
+    @classmethod
+    def _finish(
+        cls,
+        db_path: Path,
+        spool_path: Path,
+        default_dataset: str | None,
+        ingest_interval: float | None,
+        env: Mapping[str, str],
+        lake: Lake | None,
+    ) -> Settings:
         dataset = load_default_dataset(default_dataset, env)
         interval = ingest_interval
         if interval is None:
@@ -123,9 +245,10 @@ class Settings:
                 f"the ingest interval must be a finite number of seconds >= 0, got {interval!r}"
             )
         return cls(
-            db_path=db_path.absolute(),
-            spool_dir=spool_path.absolute(),
+            db_path=db_path,
+            spool_dir=spool_path,
             default_dataset=dataset,
             ingest_interval=interval,
             max_content_size=load_max_content_size(env),
+            lake=lake,
         )

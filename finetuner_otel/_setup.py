@@ -142,7 +142,7 @@ class Instrumentation:
     def open_store(self) -> Store:
         """The store, after a flush, so it shows every call made so far."""
         self.flush()
-        return Store(self.settings.db_path, spool_dir=self.settings.spool_dir)
+        return Store(self.settings.store, spool_dir=self.settings.spool_dir)
 
     def shutdown(self) -> None:
         global _active
@@ -165,7 +165,7 @@ class Instrumentation:
 
     def __repr__(self) -> str:
         state = "shut down" if self._closed else "active"
-        return f"<finetuner_otel.Instrumentation {state} db={str(self.settings.db_path)!r}>"
+        return f"<finetuner_otel.Instrumentation {state} db={self.settings.location!r}>"
 
 
 def instrument(
@@ -214,7 +214,7 @@ def _set_up(
     provider, owns = _choose_provider(tracer_provider)
     # The exporter redacts other instrumentations' spans with the same redactor.
     processor = GenAISpanProcessor(
-        DuckDBSpanExporter(settings.db_path, spool_dir=settings.spool_dir, redact=redactor),
+        DuckDBSpanExporter(settings.store, spool_dir=settings.spool_dir, redact=redactor),
         default_dataset=settings.default_dataset,
     )
     provider.add_span_processor(processor)

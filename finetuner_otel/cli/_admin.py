@@ -82,10 +82,10 @@ def doctor(args: argparse.Namespace, ctx: Context) -> int:
         "finetuner-otel": __version__,
         "python": sys.version.split()[0],
         "packages": {name: _installed(name) for name in _PACKAGES},
-        "store": str(store.path),
-        "store_exists": store.path.exists(),
+        "store": store.location,
+        "store_exists": store.exists(),
         "schema": f"{len(schema.applied)} of {len(schema.known)} migrations applied"
-        + ("" if schema.up_to_date or not store.path.exists() else " (a write upgrades it)"),
+        + ("" if schema.up_to_date or not store.exists() else " (a write upgrades it)"),
         "spool": str(store.spool_dir),
         "spool_backlog_files": store.pending(),
         "spans_dropped": _dropped(store.spool_dir),

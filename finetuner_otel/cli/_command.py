@@ -44,10 +44,10 @@ class Context:
     def existing_store(self) -> Store:
         """The store, or a ConfigurationError saying how to make one if nothing is there."""
         store = self.store
-        if not store.path.exists() and not store.pending():
+        if not store.exists() and not store.pending():
             raise ConfigurationError(
-                f"no store at {store.path}; capture some calls first (finetuner_otel.instrument()"
-                f"), pass --db PATH, or set FINETUNER_DB"
+                f"no store at {store.location}; capture some calls first "
+                f"(finetuner_otel.instrument()), pass --db PATH, or set FINETUNER_DB"
             )
         return store
 

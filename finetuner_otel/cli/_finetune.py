@@ -37,7 +37,8 @@ def _job_provider(ctx: Context, job_id: str) -> str:
     provider = reads.job_provider(ctx.existing_store(), job_id)
     if provider is None:
         raise ConfigurationError(
-            f"no job {job_id!r} in {ctx.store.path}; pass --provider to ask the provider directly"
+            f"no job {job_id!r} in {ctx.store.location}; pass --provider to ask the provider "
+            f"directly"
         )
     return provider if provider in PROVIDERS else "openai"
 

@@ -27,14 +27,15 @@ def serve(args: argparse.Namespace, ctx: Context) -> int:
     # Off the loopback the receiver refuses to start without a token (ConfigurationError).
     token = args.token or os.environ.get("FINETUNER_SERVE_TOKEN") or None
     receiver = OTLPReceiver(
-        ctx.store.path,
+        ctx.store.settings.store,
+        spool_dir=ctx.store.spool_dir,
         host=args.host,
         port=args.port,
         token=token,
         max_body=args.max_body_mb * 1024 * 1024,
     )
     ctx.err.write(
-        f"finetuner serve: OTLP/HTTP traces at {receiver.url} into {ctx.store.path}"
+        f"finetuner serve: OTLP/HTTP traces at {receiver.url} into {ctx.store.location}"
         f"{' (bearer token required)' if token else ''}; Ctrl-C stops\n"
     )
     ctx.err.flush()
@@ -68,7 +69,7 @@ def ui(args: argparse.Namespace, ctx: Context) -> int:
 
     def ready(url: str) -> None:
         ctx.err.write(
-            f"finetuner ui: {ctx.store.path}{' (read-only)' if args.read_only else ''} at\n"
+            f"finetuner ui: {ctx.store.location}{' (read-only)' if args.read_only else ''} at\n"
             f"    {url}\nCtrl-C stops\n"
         )
         ctx.err.flush()

@@ -26,7 +26,7 @@ _log = logging.getLogger("finetuner_otel.eval")
 def training_snapshot(store: Store, model: str) -> tuple[str, str] | None:
     """The latest job that made ``model`` and the snapshot it trained on, if the store has
     both: (job id, snapshot id)."""
-    if not store.path.exists():
+    if not store.exists():
         return None
     rows = store.sql(
         "SELECT job_id, training_snapshot FROM finetune_lineage "

@@ -34,7 +34,7 @@ _RESULT_COLUMNS = (
 
 def load_cache(store: Store) -> dict[str, dict[str, Any]]:
     """The cached answers, by key."""
-    if not store.path.exists():
+    if not store.exists():
         return {}
     rows = store.sql("SELECT key, answer FROM eval_cache").rows
     return {key: json.loads(answer) for key, answer in rows}

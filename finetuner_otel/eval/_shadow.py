@@ -255,7 +255,7 @@ def shadow_report(
     if not isinstance(dataset, str) or not isinstance(candidate, str) or not candidate:
         raise ConfigurationError("shadow_report() takes a dataset name and a candidate model")
     evaluator = eval if eval is not None else ExactMatch(None)  # type: ignore[arg-type]
-    rows = store.sql(_PAIRS, [dataset, candidate]).rows if store.path.exists() else []
+    rows = store.sql(_PAIRS, [dataset, candidate]).rows if store.exists() else []
     report = ShadowReport(
         dataset,
         candidate,

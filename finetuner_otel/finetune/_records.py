@@ -53,7 +53,7 @@ def _write(store: Store, what: str, *statements: tuple[str, list[Any]]) -> None:
             for sql, params in statements:
                 con.execute(sql, params)
     except FinetunerError as exc:
-        _log.warning("could not record %s in %s: %s", what, store.path, exc)
+        _log.warning("could not record %s in %s: %s", what, store.location, exc)
 
 
 def record_upload(
@@ -93,7 +93,7 @@ def record_state(store: Store, state: JobState, *, suffix: str | None = None) ->
 
 def recorded_states(store: Store, provider: str) -> list[JobState]:
     """The jobs of ``provider`` as last recorded, newest first."""
-    if not store.path.exists():
+    if not store.exists():
         return []
     rows = store.sql(
         f"SELECT {_JOB_COLUMNS} FROM finetune_jobs WHERE provider = ? "

@@ -138,7 +138,7 @@ def completion_row(
 
 def resume_cursor(store: Store, query: str) -> str | None:
     """The ``after`` of the page the last run of this query was in (None: the first page)."""
-    if not store.path.exists() and not store.pending():
+    if not store.exists() and not store.pending():
         return None
     rows = store.sql(
         f"SELECT attributes->>'{CURSOR}' FROM calls WHERE source = 'import' "

@@ -104,7 +104,7 @@ FINISH_REASON = "finetuner.import.finish_reason"
 
 def stored_ids(store: Store, source: str) -> set[str]:
     """The original ids of the rows already imported from ``source``."""
-    if not store.path.exists() and not store.pending():
+    if not store.exists() and not store.pending():
         return set()
     rows = store.sql(
         "SELECT attributes->>'finetuner.import.id' FROM calls "

@@ -409,7 +409,7 @@ def eval_runs(store: Store) -> list[dict[str, Any]]:
 def shadowed(store: Store) -> list[dict[str, Any]]:
     """Each dataset and candidate model a shadow called, with its count of calls: the shadow
     runs ``finetuner_otel.eval.shadow_report`` can score."""
-    if not store.path.exists():
+    if not store.exists():
         return []
     result = store.sql(
         "SELECT dataset, request_model AS candidate, count(*) AS calls, "

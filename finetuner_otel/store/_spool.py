@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -229,9 +230,20 @@ def _object_size(files: list[Path]) -> int:
     return min(max(_MIN_OBJECT_SIZE, 1 << (largest - 1).bit_length()), _MAX_OBJECT_SIZE)
 
 
+def _nothing() -> None:
+    pass
+
+
 def _ingest_batch(
-    con: duckdb.DuckDBPyConnection, db_path: Path, spool_dir: Path, files: list[Path]
+    con: duckdb.DuckDBPyConnection,
+    db_path: Path | None,
+    spool_dir: Path,
+    files: list[Path],
+    publish: Callable[[], None] = _nothing,
 ) -> int:
+    """Ingest ``files`` into ``recorded_calls`` on ``con``. ``db_path`` None: ``con`` is a
+    scratch database in memory, and ``publish`` moves what each transaction took in to the
+    store (a lake) before the files it came from are deleted."""
     try:
         _insert_within_memory(con, db_path, files)
     except _MachineError:
@@ -240,26 +252,29 @@ def _ingest_batch(
         if len(files) == 1:
             raise _machine_error(exc) from exc
         half = len(files) // 2  # smaller transactions, within the ingest's memory limit
-        return _ingest_batch(con, db_path, spool_dir, files[:half]) + _ingest_batch(
-            con, db_path, spool_dir, files[half:]
+        return _ingest_batch(con, db_path, spool_dir, files[:half], publish) + _ingest_batch(
+            con, db_path, spool_dir, files[half:], publish
         )
     except _RESOURCE_ERRORS as exc:
         raise _machine_error(exc) from exc
     except Exception:  # the data's fault, known or not: find what, and set only that aside
         if len(files) == 1:
-            return _salvage(con, db_path, spool_dir, files[0])
+            return _salvage(con, db_path, spool_dir, files[0], publish)
         # One bad file must not hold back the others: each half is tried on its own, so a bad
         # file among n costs about 2·log2(n) more transactions, not n.
         half = len(files) // 2
-        return _ingest_batch(con, db_path, spool_dir, files[:half]) + _ingest_batch(
-            con, db_path, spool_dir, files[half:]
+        return _ingest_batch(con, db_path, spool_dir, files[:half], publish) + _ingest_batch(
+            con, db_path, spool_dir, files[half:], publish
         )
+    publish()
     for file in files:
         file.unlink(missing_ok=True)
     return len(files)
 
 
-def _insert_within_memory(con: duckdb.DuckDBPyConnection, db_path: Path, files: list[Path]) -> None:
+def _insert_within_memory(
+    con: duckdb.DuckDBPyConnection, db_path: Path | None, files: list[Path]
+) -> None:
     """``_insert`` under the ingest's memory limit; for one file that does not fit, under twice
     the limit, and so on up to MAX_INGEST_MEMORY: DuckDB's memory for one file grows with its
     size (a file of 2,000 rows of 2 KB took 128 MB), and a file cannot be split in
@@ -277,7 +292,7 @@ def _insert_within_memory(con: duckdb.DuckDBPyConnection, db_path: Path, files: 
 
 def _insert(
     con: duckdb.DuckDBPyConnection,
-    db_path: Path,
+    db_path: Path | None,
     files: list[Path],
     *,
     fast: bool = True,
@@ -287,7 +302,8 @@ def _insert(
     rows were already checked by the INSERT): a full disk under the write-ahead log, mostly.
     ``fast``: read by _INSERT_FAST first, by _INSERT if that refuses them."""
     try:
-        keep_wal_private(db_path)  # a checkpoint at the last commit may have removed it
+        if db_path is not None:
+            keep_wal_private(db_path)  # a checkpoint at the last commit may have removed it
     except OSError as exc:
         raise _machine_error(exc) from exc
     names, object_size = [str(f) for f in files], _object_size(files)
@@ -321,7 +337,13 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ROLLBACK")
 
 
-def _salvage(con: duckdb.DuckDBPyConnection, db_path: Path, spool_dir: Path, file: Path) -> int:
+def _salvage(
+    con: duckdb.DuckDBPyConnection,
+    db_path: Path | None,
+    spool_dir: Path,
+    file: Path,
+    publish: Callable[[], None] = _nothing,
+) -> int:
     """Ingest the good lines of a file DuckDB refused and quarantine the rest, with reasons.
 
     Returns 1 if any line was ingested. A crash part-way is harmless: the file stays until the
@@ -348,6 +370,7 @@ def _salvage(con: duckdb.DuckDBPyConnection, db_path: Path, spool_dir: Path, fil
         probe.unlink(missing_ok=True)
     bad.sort()
     good = len(numbered) - len(bad)
+    publish()
     if bad:
         reasons = [f"line {number}: {reason}" for number, _, reason in bad]
         _quarantine(spool_dir, file, reasons, [line for _, line, _ in bad] if good else None)
@@ -368,7 +391,10 @@ def _not_a_row(line: bytes) -> str | None:
 
 
 def _insert_lines(
-    con: duckdb.DuckDBPyConnection, db_path: Path, probe: Path, lines: list[tuple[int, bytes]]
+    con: duckdb.DuckDBPyConnection,
+    db_path: Path | None,
+    probe: Path,
+    lines: list[tuple[int, bytes]],
 ) -> list[tuple[int, bytes, str]]:
     """Insert each line that DuckDB takes; the others with DuckDB's reason. Halves of a refused
     group are tried in turn, so k bad lines among n cost about 2k·log2(n) small transactions."""

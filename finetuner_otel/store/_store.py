@@ -24,7 +24,7 @@ from .._errors import (
 )
 from .._json import dumps
 from .._prompt import Prompt
-from .._settings import Settings, check_dataset_name
+from .._settings import Lake, Settings, check_dataset_name
 from ._call import CALL_QUERY, Call, load_call
 from ._connection import connect
 from ._dataset import (
@@ -38,8 +38,9 @@ from ._dataset import (
     write_lines,
 )
 from ._import import IMPORT_SCOPE, example_lines, file_trace_id, import_lines
+from ._lake import LakeStore, ingest_into
 from ._schema import SchemaStatus, is_current, migrate, schema_status
-from ._spool import ingest, pending_files, write_spool
+from ._spool import pending_files, write_spool
 from ._validate import read_jsonl, validate_records
 
 logger = logging.getLogger("finetuner_otel.store")
@@ -122,7 +123,10 @@ class SQLResult(Sequence[tuple[Any, ...]]):
 
 
 class Store:
-    """A finetuner DuckDB store. Reads first move any spooled calls in, when the file is free.
+    """A finetuner store: a DuckDB file (the default), or Iceberg tables in a PostgreSQL catalog
+    (``Store("iceberg+postgresql://user@host/db?warehouse=/srv/lake")``), which several
+    processes on several machines write at once. Reads first move any spooled calls in, when
+    the store is free.
 
     ``read_only=True`` writes nothing at all, ever: reads neither ingest the spool nor upgrade
     an older store's schema (they say so instead), and every write method refuses.
@@ -134,7 +138,7 @@ class Store:
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str] | Lake | None = None,
         *,
         spool_dir: str | os.PathLike[str] | None = None,
         wait: float = 10.0,
@@ -143,10 +147,32 @@ class Store:
         self._settings = Settings.load(path, spool_dir=spool_dir)
         self._wait = wait
         self._read_only = bool(read_only)
+        lake = self._settings.lake
+        self._lake = LakeStore(lake) if lake is not None else None
 
     @property
     def path(self) -> Path:
+        """The DuckDB file (an Iceberg store has none: see ``location``)."""
+        if self._lake is not None:
+            raise StoreError(
+                f"the store {self.location} is on Iceberg and has no file; use store.location"
+            )
         return self._settings.db_path
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as ``Store()`` takes it (a password masked)."""
+        return self._settings.location
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def exists(self) -> bool:
+        """Whether the store has been made (the DuckDB file, or the lake's tables)."""
+        if self._lake is not None:
+            return self._lake.exists()
+        return self._settings.db_path.exists()
 
     @property
     def spool_dir(self) -> Path:
@@ -158,19 +184,33 @@ class Store:
 
     def __repr__(self) -> str:
         flag = ", read_only=True" if self._read_only else ""
-        return f"Store({str(self.path)!r}{flag})"
+        return f"Store({self.location!r}{flag})"
 
     def _refuse_writes(self, what: str) -> None:
         if self._read_only:
             raise StoreError(
-                f"this Store of {self.path} is read-only, so it cannot {what}; open "
-                f"Store({str(self.path)!r}) without read_only=True to write"
+                f"this Store of {self.location} is read-only, so it cannot {what}; open "
+                f"Store({self.location!r}) without read_only=True to write"
             )
 
     def ingest(self, wait: float | None = None) -> int:
         """Move spooled calls into the store now; returns the number of spool files ingested."""
         self._refuse_writes("ingest the spool")
-        return ingest(self.path, self.spool_dir, wait=self._wait if wait is None else wait)
+        return ingest_into(
+            self._settings.store, self.spool_dir, wait=self._wait if wait is None else wait
+        )
+
+    def compact(self, *, min_files: int = 8) -> dict[str, int]:
+        """An Iceberg store's upkeep: rewrite each partition (dataset, day) of ``min_files``
+        data files or more as one, and expire snapshots older than an hour. A DuckDB file
+        needs none (``CHECKPOINT`` is automatic)."""
+        self._refuse_writes("compact")
+        if self._lake is None:
+            raise StoreError(
+                f"compact() is for an Iceberg store; the DuckDB file {self.location} needs none"
+            )
+        self._refresh()
+        return self._lake.compact(min_files=min_files)
 
     def pending(self) -> int:
         """Spool files not yet ingested."""
@@ -179,8 +219,11 @@ class Store:
     def schema_status(self) -> SchemaStatus:
         """Where the store's schema stands (applied and known migrations, the views' hash),
         read as it is: nothing is ingested or migrated. A store not made yet has applied none."""
-        if not self.path.exists():
+        if not self.exists():
             return schema_status(None)
+        if self._lake is not None:
+            with self._lake.reading() as con:
+                return schema_status(con)
         with connect(self.path, read_only=True, wait=self._wait, sandbox=True) as con:
             return schema_status(con)
 
@@ -189,15 +232,17 @@ class Store:
         # cannot take the spool in now (a full disk, no memory): the spool waits, reads go on.
         if not self._read_only and pending_files(self.spool_dir):
             try:
-                ingest(self.path, self.spool_dir, wait=0.5)
+                ingest_into(self._settings.store, self.spool_dir, wait=0.5)
             except StoreLockedError:
                 pass
             except StoreError as exc:
-                logger.warning("finetuner-otel: reading %s without its spool: %s", self.path, exc)
+                logger.warning(
+                    "finetuner-otel: reading %s without its spool: %s", self.location, exc
+                )
 
     def _nothing_stored(self) -> bool:
-        """No store file, and no spool that a read would move in."""
-        return not self.path.exists() and (self._read_only or not pending_files(self.spool_dir))
+        """No store made, and no spool that a read would move in."""
+        return not self.exists() and (self._read_only or not pending_files(self.spool_dir))
 
     def _upgrade(self) -> None:
         """Apply the schema migrations a store made by an earlier version lacks."""
@@ -220,6 +265,14 @@ class Store:
         """Run one read on a sandboxed connection (see ``sql``), after bringing in the spool
         and, for a store made by an earlier version, its schema."""
         self._refresh()
+        if self._lake is not None:
+            if not self._lake.exists():
+                raise StoreError(
+                    f"no store at {self.location}: nothing has been captured there yet. Run "
+                    f"your app with finetuner_otel.instrument() (or check FINETUNER_DB / --db)."
+                )
+            with self._lake.reading() as con:
+                return _run(con, sql, params)
         for attempt in range(2):
             with connect(self.path, read_only=True, wait=self._wait, sandbox=True) as con:
                 if attempt or is_current(con, self.path):
@@ -271,7 +324,7 @@ class Store:
             found = self._query(CALL_QUERY, [call_id]).rows
         if not found:
             raise CallNotFoundError(
-                f"no call with id {call_id!r} in {self.path}; ids are in calls.id, e.g. "
+                f"no call with id {call_id!r} in {self.location}; ids are in calls.id, e.g. "
                 f"store.sql(\"SELECT id FROM calls WHERE dataset = 'x'\") or finetuner calls list"
             )
         return load_call(found[0])
@@ -326,7 +379,7 @@ class Store:
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             known = ", ".join(map(repr, names)) or "none yet"
             raise DatasetNotFoundError(
-                f"no dataset named {name!r} in {self.path} (datasets: {known}).{hint}"
+                f"no dataset named {name!r} in {self.location} (datasets: {known}).{hint}"
             )
 
     # --- snapshots and imports ------------------------------------------------------------------
@@ -334,7 +387,7 @@ class Store:
     def snapshots(self, dataset: str | None = None) -> list[Snapshot]:
         """Every recorded export (of ``dataset`` and its parts, such as ``name[train]``, if
         given), oldest first."""
-        if not self.path.exists():
+        if not self.exists():
             return []
         result = self._query(
             "SELECT id, dataset, format, examples, path, created_at FROM snapshots "
@@ -352,7 +405,7 @@ class Store:
             known = ", ".join(s.id[:12] for s in self.snapshots()[-5:]) or "none yet"
             problem = "is ambiguous" if len(matches) > 1 else "names no snapshot"
             raise ConfigurationError(
-                f"snapshot id {snapshot_id!r} {problem} in {self.path}; give 8 or more "
+                f"snapshot id {snapshot_id!r} {problem} in {self.location}; give 8 or more "
                 f"characters of an id from store.snapshots() (latest: {known})"
             )
         snapshot = matches[0]
@@ -416,7 +469,7 @@ class Store:
                 f"again:\n{problem}"
             )
         sha256 = file_sha256(source)
-        if self.path.exists():
+        if self.exists():
             before = self._query(
                 "SELECT count(*) FROM recorded_calls WHERE dataset = ? AND trace_id = ? "
                 "AND scope_name = ?",
@@ -568,7 +621,7 @@ class Store:
             found = con.execute("SELECT 1 FROM recorded_calls WHERE id = ?", [call_id]).fetchone()
             if found is None:
                 raise CallNotFoundError(
-                    f"no call with id {call_id!r} in {self.path}; ids are in calls.id, e.g. "
+                    f"no call with id {call_id!r} in {self.location}; ids are in calls.id, e.g. "
                     f"store.sql(\"SELECT id FROM calls WHERE dataset = 'x'\")"
                 )
             yield con
@@ -580,6 +633,10 @@ class Store:
         if the block raises."""
         self._refuse_writes("write")
         self._refresh()
+        if self._lake is not None:
+            with self._lake.transaction() as con:
+                yield con
+            return
         with connect(self.path, read_only=False, wait=self._wait) as con:
             migrate(con, self.path)
             con.execute("BEGIN TRANSACTION")

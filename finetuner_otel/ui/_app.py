@@ -163,7 +163,7 @@ class App:
             request=request,
             read_only=self.read_only,
             csrf=self.csrf,
-            store_path=str(self.store.path),
+            store_path=self.store.location,
             **context,
         )
         return HTMLResponse(page, status_code=status)
@@ -279,20 +279,20 @@ class App:
 
     def check_schema(self) -> None:
         """Read-only, a store that needs an upgrade is not read (reading would migrate it)."""
-        if not self.read_only or not self.store.path.exists():
+        if not self.read_only or not self.store.exists():
             return
         status = self.store.schema_status()
         if not status.up_to_date and not status.unknown:  # (a newer store: the read says so)
             raise UIError(
                 503,
-                f"the store {self.store.path} was made by an earlier finetuner-otel and needs a "
-                f"schema upgrade, which a --read-only app does not make; upgrade it with "
-                f"`finetuner ingest --db {self.store.path}`, or start the app without "
+                f"the store {self.store.location} was made by an earlier finetuner-otel and needs "
+                f"a schema upgrade, which a --read-only app does not make; upgrade it with "
+                f"`finetuner ingest --db {self.store.location}`, or start the app without "
                 f"--read-only",
             )
 
     def datasets(self, request: Request) -> Response:
-        store_exists = self.store.path.exists() or (
+        store_exists = self.store.exists() or (
             not self.read_only and self.store.pending() > 0  # a read would ingest it
         )
         rows = reads.dataset_summaries(self.store) if store_exists else []
@@ -446,7 +446,7 @@ def create_app(
     """The ASGI app of ``finetuner ui`` for the store ``db`` (serve it with any ASGI server)."""
     store = db if isinstance(db, Store) else Store(db, read_only=read_only)
     if read_only and not store.read_only:  # no ingest, no migration: nothing written
-        store = Store(store.path, spool_dir=store.spool_dir, read_only=True)
+        store = Store(store.settings.store, spool_dir=store.spool_dir, read_only=True)
     ui = App(
         store,
         read_only=read_only,

@@ -1,0 +1,601 @@
+"""The store on Apache Iceberg: the same tables, as Iceberg tables in a SQL catalog on
+PostgreSQL, their data Parquet files under a warehouse folder (or object storage).
+
+Nothing here is a server or a format of ours: pyiceberg writes the tables, the catalog's
+optimistic concurrency orders the commits of every writer (each commit names the snapshot it
+read; the catalog refuses it if another came first, and it is rebased and tried again), and
+DuckDB reads them through Arrow, so a dataset is still plain DuckDB SQL.
+
+- **Reads** (``reading``): an in-memory DuckDB with each table as a view over a
+  ``pyarrow.dataset`` of the table's current data files, and views.sql over them. DuckDB pushes
+  projections and filters (the dataset, a time range) down into the Parquet scan, whose row-group
+  statistics skip what does not match; the files are partitioned by dataset and day.
+- **Calls** (``append_calls``): idempotent by ``id``: before each commit the batch's ids are
+  looked up among the rows of its datasets and time range (the manifests' bounds prune the
+  files), so a batch committed twice (a receiver killed after its commit, before deleting its
+  spool; the Collector retrying to another receiver) is stored once.
+- **Everything else** (``transaction``): the library's record modules run their SQL on an
+  in-memory copy of the small tables; what changed is committed table by table as the rows
+  added and the rows removed, rebased on any newer snapshot (a conflict on the same key is an
+  error, never a lost write). Iceberg commits one table at a time: children go before the
+  tables that point at them (results before their run), so a crash between two commits leaves
+  rows nothing refers to, never a run without its results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import functools
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from .._errors import ConfigurationError, StoreError, StoreLockedError
+from .._settings import Lake
+from ._connection import _BOUNDED_CONFIG, _CONFIG, _SANDBOX_CONFIG, _seal, private_dir
+from ._schema import MIGRATIONS, MIGRATIONS_TABLE, VIEWS_TABLE, migrate, views_sha256, views_sql
+from ._spool import (
+    _batches,
+    _ingest_batch,
+    _machine_error,
+    _remove_stale_tmp,
+    ingest,
+    pending_files,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.table import Table
+
+logger = logging.getLogger("finetuner_otel.store")
+
+CALLS = "recorded_calls"
+# Commit order of a transaction: a table before those that refer to it.
+_COMMIT_ORDER = (
+    "feedback",
+    "preferences",
+    "snapshot_calls",
+    "snapshots",
+    "finetune_uploads",
+    "finetune_job_history",
+    "finetune_jobs",
+    "eval_cache",
+    "eval_results",
+    "eval_runs",
+)
+_INTERNAL = frozenset({MIGRATIONS_TABLE, VIEWS_TABLE})
+# A commit that lost the race is rebased and tried again, with jittered doubling waits, for up
+# to this long (four receivers committing at once conflict often; each try takes one catalog
+# round trip and the files of the batch).
+_COMMIT_PATIENCE = 120.0
+_INSTALL_HINT = "pip install 'finetuner-otel[iceberg]'"
+
+
+def _pyiceberg() -> Any:
+    try:
+        import pyiceberg.catalog.sql as sql_catalog
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"an Iceberg store needs pyiceberg with its SQL catalog and PostgreSQL driver: "
+            f"{_INSTALL_HINT} ({exc})"
+        ) from exc
+    return sql_catalog
+
+
+_catalogs: dict[tuple[str, str], SqlCatalog] = {}
+_catalogs_guard = threading.Lock()
+
+
+def catalog(lake: Lake) -> SqlCatalog:
+    """The SQL catalog of ``lake`` (one per process: it holds a connection pool)."""
+    key = (lake.catalog_uri, lake.warehouse)
+    with _catalogs_guard:
+        found = _catalogs.get(key)
+        if found is None:
+            sql_catalog = _pyiceberg()
+            try:
+                found = sql_catalog.SqlCatalog(
+                    "finetuner", uri=lake.catalog_uri, warehouse=lake.warehouse
+                )
+            except Exception as exc:
+                raise StoreError(
+                    f"cannot reach the Iceberg catalog of {lake.display}: {exc}"
+                ) from exc
+            _catalogs[key] = found
+        return found
+
+
+@functools.cache
+def _template() -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[str]], dict[str, Any]]:
+    """The store's tables as this version makes them: each table's columns with their DuckDB
+    types, its primary key, and its Arrow schema (what the Iceberg table is made from)."""
+    con = duckdb.connect(":memory:", config=dict(_CONFIG))
+    try:
+        migrate(con, "the Iceberg template")
+        names = [
+            row[0]
+            for row in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1"
+            ).fetchall()
+            if row[0] not in _INTERNAL
+        ]
+        columns = {
+            name: [
+                (str(c), str(t))
+                for c, t in con.execute(
+                    "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+                    "ORDER BY column_index",
+                    [name],
+                ).fetchall()
+            ]
+            for name in names
+        }
+        keys = {
+            table: list(cols)
+            for table, cols in con.execute(
+                "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+                "WHERE constraint_type = 'PRIMARY KEY'"
+            ).fetchall()
+        }
+        schemas = {
+            name: con.sql(f"SELECT * FROM {name} LIMIT 0").to_arrow_table().schema for name in names
+        }
+    finally:
+        con.close()
+    return columns, keys, schemas
+
+
+def _with_utc(schema: pa.Schema) -> pa.Schema:
+    import pyarrow as pa
+
+    fields = []
+    for field in schema:
+        kind = field.type
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            kind = pa.timestamp("us", tz="UTC")
+        fields.append(pa.field(field.name, kind, nullable=True))
+    return pa.schema(fields)
+
+
+def _conform(table: pa.Table, name: str) -> pa.Table:
+    """Rows from DuckDB as the Iceberg table's Arrow schema takes them."""
+    return table.select([f.name for f in _with_utc(_template()[2][name])]).cast(
+        _with_utc(_template()[2][name])
+    )
+
+
+def ingest_into(target: Path | Lake, spool_dir: Path, *, wait: float = 10.0) -> int:
+    """Move the spool into the store ``target``: a DuckDB file, or a lake."""
+    if isinstance(target, Lake):
+        return LakeStore(target).ingest(spool_dir, wait)
+    return ingest(target, spool_dir, wait=wait)
+
+
+def _retrying(what: str, lake: Lake) -> Iterator[int]:
+    """Attempts 0, 1, ... with jittered doubling waits between them, for _COMMIT_PATIENCE."""
+    deadline = time.monotonic() + _COMMIT_PATIENCE
+    delay = 0.02
+    attempt = 0
+    while True:
+        yield attempt
+        attempt += 1
+        if time.monotonic() > deadline:
+            raise StoreError(
+                f"{what} in {lake.display} lost the race to other writers for "
+                f"{_COMMIT_PATIENCE:.0f} s; nothing was committed, try again"
+            )
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 1.0)
+
+
+class LakeStore:
+    """The Iceberg tables of one ``Lake``, made on first write."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self._tables: dict[str, Table] = {}
+
+    # -- tables -----------------------------------------------------------------------------
+
+    def _identifier(self, name: str) -> str:
+        return f"{self.lake.namespace}.{name}"
+
+    def exists(self) -> bool:
+        """Whether the calls table has been made (nothing is made by asking)."""
+        try:
+            return bool(catalog(self.lake).table_exists(self._identifier(CALLS)))
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"cannot reach the Iceberg catalog of {self.lake.display}: {exc}"
+            ) from exc
+
+    def ensure(self) -> dict[str, Table]:
+        """Every table, made or given this version's new columns where it lacks them (the
+        catalog orders two processes doing it at once: the second finds the first's)."""
+        from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+
+        cat = catalog(self.lake)
+        columns, _, schemas = _template()
+        try:
+            with contextlib.suppress(NamespaceAlreadyExistsError):
+                cat.create_namespace(self.lake.namespace)
+            tables = {}
+            for name in columns:
+                identifier = self._identifier(name)
+                schema = _with_utc(schemas[name])
+                if not cat.table_exists(identifier):
+                    try:
+                        tables[name] = self._create(cat, identifier, name, schema)
+                        continue
+                    except TableAlreadyExistsError:
+                        pass
+                table = cat.load_table(identifier)
+                missing = [f.name for f in schema if f.name not in table.schema().column_names]
+                if missing:
+                    with table.update_schema() as update:
+                        update.union_by_name(schema)
+                    table = cat.load_table(identifier)
+                tables[name] = table
+        except (StoreError, ConfigurationError):
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot make the tables of {self.lake.display}: {exc}") from exc
+        self._tables = tables
+        return tables
+
+    def _create(self, cat: SqlCatalog, identifier: str, name: str, schema: pa.Schema) -> Table:
+        from pyiceberg.transforms import DayTransform
+
+        table = cat.create_table(identifier, schema=schema, properties=_TABLE_PROPERTIES)
+        if name == CALLS:  # datasets are read whole, time ranges by day
+            with table.update_spec() as spec:
+                spec.add_identity("dataset")
+                spec.add_field("started_at", DayTransform(), "day")
+            table = cat.load_table(identifier)
+        return table
+
+    def _load(self) -> dict[str, Table]:
+        """Every table at its newest snapshot."""
+        cat = catalog(self.lake)
+        names = _template()[0]
+        try:
+            return {name: cat.load_table(self._identifier(name)) for name in names}
+        except Exception as exc:
+            from pyiceberg.exceptions import NoSuchTableError
+
+            if isinstance(exc, NoSuchTableError):
+                return self.ensure()
+            raise StoreError(f"cannot read the tables of {self.lake.display}: {exc}") from exc
+
+    # -- reads ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A sandboxed in-memory DuckDB whose tables are the lake's, as of now, and whose views
+        are views.sql's: it can read nothing else, write nothing, change no setting."""
+        tables = self._load()
+        con = duckdb.connect(":memory:", config=dict(_SANDBOX_CONFIG))
+        try:
+            _mount(con, tables)
+            _seal(con)
+            yield con
+        finally:
+            con.close()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def append_calls(self, rows: pa.Table) -> int:
+        """Commit ``rows`` of recorded_calls, less those whose id is already stored; returns how
+        many were added. Safe to repeat: a batch that was committed adds nothing the second time."""
+        import pyarrow.compute as pc
+        from pyiceberg.exceptions import CommitFailedException
+
+        if rows.num_rows == 0:
+            return 0
+        rows = _conform(rows, CALLS)
+        for _ in _retrying("committing calls", self.lake):
+            table = catalog(self.lake).load_table(self._identifier(CALLS))
+            stored = _stored_ids(table, rows)
+            new = (
+                rows.filter(pc.invert(pc.is_in(rows["id"], value_set=stored)))
+                if len(stored)
+                else rows
+            )
+            if new.num_rows == 0:
+                return 0
+            try:
+                table.append(new)
+            except CommitFailedException:
+                continue
+            return int(new.num_rows)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def ingest(self, spool_dir: Path, wait: float) -> int:
+        """Move the spool into the lake: the same reading, checks and quarantine as for a
+        DuckDB file, into a scratch table in memory, each transaction then committed to the lake
+        before its files are deleted. One ingest of a spool folder at a time (a lock file)."""
+        if not pending_files(spool_dir):
+            return 0
+        self.ensure()
+        done = 0
+        with _spool_lock(spool_dir, wait):
+            con = duckdb.connect(":memory:", config={**_BOUNDED_CONFIG, **_CONFIG})
+            try:
+                migrate(con, self.lake.display)
+
+                def publish() -> None:
+                    rows = con.sql(f"SELECT * FROM {CALLS}").to_arrow_table()
+                    con.execute(f"DELETE FROM {CALLS}")
+                    try:
+                        self.append_calls(rows)
+                    except StoreError:
+                        raise
+                    except Exception as exc:
+                        raise _machine_error(exc, "a commit to the lake") from exc
+
+                for batch in _batches(pending_files(spool_dir)):
+                    done += _ingest_batch(con, None, spool_dir, batch, publish)
+            except StoreError:
+                raise
+            except (duckdb.Error, OSError, MemoryError) as exc:
+                raise _machine_error(exc) from exc
+            finally:
+                con.close()
+        _remove_stale_tmp(spool_dir)
+        return done
+
+    # -- everything else --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection for the record modules: the small tables copied into memory (with
+        their keys), recorded_calls readable; what the block changed is committed at its end."""
+        tables = self.ensure()
+        con = duckdb.connect(":memory:", config=dict(_CONFIG))
+        try:
+            migrate(con, self.lake.display)
+            for name in _COMMIT_ORDER:
+                con.register("_lake_rows", _read_all(tables[name], name))
+                con.execute(f"INSERT INTO {name} SELECT * FROM _lake_rows")
+                con.unregister("_lake_rows")
+                con.execute(f"CREATE TEMP TABLE _before_{name} AS SELECT * FROM {name}")
+            con.execute(f"DROP TABLE {CALLS}")
+            _mount_table(con, CALLS, tables[CALLS])
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+            for name in _COMMIT_ORDER:
+                self._commit_changes(con, name, tables[name])
+        finally:
+            con.close()
+
+    def _commit_changes(self, con: duckdb.DuckDBPyConnection, name: str, table: Table) -> None:
+        from pyiceberg.exceptions import CommitFailedException
+
+        added = con.sql(
+            f"SELECT * FROM {name} EXCEPT ALL SELECT * FROM _before_{name}"
+        ).to_arrow_table()
+        removed = con.sql(
+            f"SELECT * FROM _before_{name} EXCEPT ALL SELECT * FROM {name}"
+        ).to_arrow_table()
+        if added.num_rows == 0 and removed.num_rows == 0:
+            return
+        key = _template()[1].get(name, [])
+        first = True
+        for _ in _retrying(f"committing {name}", self.lake):
+            if not first:
+                table = catalog(self.lake).load_table(self._identifier(name))
+            first = False
+            merged = _rebase(name, key, _read_all(table, name), added, removed, self.lake)
+            try:
+                if removed.num_rows == 0:
+                    table.append(_conform(added, name))
+                else:
+                    table.overwrite(_conform(merged, name))
+            except CommitFailedException:
+                continue
+            return
+
+    # -- operations -------------------------------------------------------------------------
+
+    def compact(self, *, min_files: int = 8) -> dict[str, int]:
+        """Rewrite each partition of recorded_calls that has ``min_files`` data files or more
+        as one file (a receiver commits a small file per ingest); then expire the snapshots
+        older than an hour, and delete the data files no snapshot refers to that are older than
+        a day. Returns the partitions rewritten and the files before and after."""
+        from pyiceberg.exceptions import CommitFailedException
+        from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
+
+        table = self.ensure()[CALLS]
+        groups: dict[tuple[str, int], int] = {}
+        for task in table.scan().plan_files():
+            partition = task.file.partition
+            groups[(partition[0], partition[1])] = groups.get((partition[0], partition[1]), 0) + 1
+        before = sum(groups.values())
+        rewritten = 0
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+        for (dataset, day), count in sorted(groups.items()):
+            if count < min_files:
+                continue
+            start = epoch + dt.timedelta(days=day)
+            where = And(
+                EqualTo("dataset", dataset),
+                And(
+                    GreaterThanOrEqual("started_at", start.isoformat()),
+                    LessThan("started_at", (start + dt.timedelta(days=1)).isoformat()),
+                ),
+            )
+            for _ in _retrying(f"compacting {dataset} {start.date()}", self.lake):
+                table = catalog(self.lake).load_table(self._identifier(CALLS))
+                rows = table.scan(row_filter=where).to_arrow()
+                try:
+                    table.overwrite(rows, overwrite_filter=where)
+                except CommitFailedException:
+                    continue
+                rewritten += 1
+                break
+        table = catalog(self.lake).load_table(self._identifier(CALLS))
+        after = len(list(table.scan().plan_files()))
+        self._expire(table)
+        return {"partitions_rewritten": rewritten, "files_before": before, "files_after": after}
+
+    def _expire(self, table: Table) -> None:
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+        with contextlib.suppress(Exception):  # an older snapshot being read elsewhere is fine
+            table.maintenance.expire_snapshots().older_than(cutoff).commit()
+
+
+_TABLE_PROPERTIES = {
+    "write.parquet.compression-codec": "zstd",
+    "format-version": "2",
+}
+
+
+def _stored_ids(table: Table, rows: pa.Table) -> Any:
+    """The ids among ``rows`` the table already holds, read from the files of their datasets
+    and time range only."""
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThanOrEqual
+
+    if table.current_snapshot() is None:
+        return rows["id"].slice(0, 0)
+    low, high = pc.min_max(rows["started_at"]).values()
+    where = And(
+        In("dataset", set(pc.unique(rows["dataset"]).to_pylist())),
+        And(
+            GreaterThanOrEqual("started_at", low.as_py().isoformat()),
+            LessThanOrEqual("started_at", high.as_py().isoformat()),
+        ),
+    )
+    ids = table.scan(row_filter=where, selected_fields=("id",)).to_arrow()["id"]
+    return pc.filter(ids, pc.is_in(ids, value_set=rows["id"]))
+
+
+def _read_all(table: Table, name: str) -> pa.Table:
+    """Every row of the table, its columns in this version's order and types."""
+    return _conform(table.scan().to_arrow(), name)
+
+
+def _rebase(
+    name: str, key: list[str], current: pa.Table, added: pa.Table, removed: pa.Table, lake: Lake
+) -> pa.Table:
+    """The table's rows after this transaction's change is applied to ``current``: every row it
+    removed (or replaced) must still be there, and no added row's key may be taken."""
+    con = duckdb.connect(":memory:", config=dict(_CONFIG))
+    try:
+        con.register("cur", current)
+        con.register("add", _conform(added, name))
+        con.register("del", _conform(removed, name))
+        gone = con.execute(
+            "SELECT count(*) FROM (SELECT * FROM del EXCEPT ALL SELECT * FROM cur)"
+        ).fetchone()
+        if gone and gone[0]:
+            raise StoreError(
+                f"{name} in {lake.display} was changed by another writer while this one changed "
+                f"the same rows; nothing of this change was committed to {name}, try again"
+            )
+        con.execute(
+            "CREATE TEMP TABLE merged AS "
+            "(SELECT * FROM cur EXCEPT ALL SELECT * FROM del) UNION ALL SELECT * FROM add"
+        )
+        if key:
+            cols = ", ".join(f'"{c}"' for c in key)
+            clash = con.execute(
+                f"SELECT count(*) FROM (SELECT {cols} FROM merged GROUP BY ALL HAVING count(*) > 1)"
+            ).fetchone()
+            if clash and clash[0]:
+                raise StoreError(
+                    f"another writer stored a row of {name} in {lake.display} with the same key "
+                    f"({', '.join(key)}) as this one; nothing of this change was committed to "
+                    f"{name}, try again"
+                )
+        return con.sql("SELECT * FROM merged").to_arrow_table()
+    finally:
+        con.close()
+
+
+def _mount(con: duckdb.DuckDBPyConnection, tables: dict[str, Table]) -> None:
+    """Each table as a view over its data files, views.sql over those, and the schema's
+    bookkeeping as this version's (the lake's tables are made to it)."""
+    for name, table in tables.items():
+        _mount_table(con, name, table)
+    con.execute(f"CREATE TABLE {MIGRATIONS_TABLE} (name VARCHAR, applied_at TIMESTAMPTZ)")
+    con.executemany(
+        f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, current_timestamp)",
+        [[name] for name, _ in MIGRATIONS],
+    )
+    con.execute(f"CREATE TABLE {VIEWS_TABLE} (sha256 VARCHAR, applied_at TIMESTAMPTZ)")
+    con.execute(f"INSERT INTO {VIEWS_TABLE} VALUES (?, current_timestamp)", [views_sha256()])
+    con.execute(views_sql())
+
+
+def _mount_table(con: duckdb.DuckDBPyConnection, name: str, table: Table) -> None:
+    """``name`` as a view over the table's current data files (a pyarrow dataset, so DuckDB
+    pushes projections and filters into the Parquet scan), typed as a DuckDB store types it."""
+    source = f"_lake_{name}"
+    con.register(source, _arrow_source(table, name))
+    found = {
+        str(c): str(t) for c, t, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+    }
+    select = ", ".join(
+        f'"{c}"' if found.get(c) == t else f'CAST("{c}" AS {t}) AS "{c}"'
+        for c, t in _template()[0][name]
+    )
+    con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM {source}")
+
+
+def _arrow_source(table: Table, name: str) -> Any:
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    schema = _with_utc(_template()[2][name])
+    if table.current_snapshot() is None:
+        return schema.empty_table()
+    tasks = list(table.scan().plan_files())
+    if any(task.delete_files for task in tasks):  # written by another engine: let pyiceberg merge
+        return table.scan().to_arrow()
+    if not tasks:
+        return schema.empty_table()
+    filesystem, _ = pafs.FileSystem.from_uri(tasks[0].file.file_path)
+    paths = [pafs.FileSystem.from_uri(task.file.file_path)[1] for task in tasks]
+    return ds.dataset(paths, schema=schema, format="parquet", filesystem=filesystem)
+
+
+@contextlib.contextmanager
+def _spool_lock(spool_dir: Path, wait: float) -> Iterator[None]:
+    """One ingest of a spool folder at a time, across processes (flock: freed if one dies)."""
+    private_dir(spool_dir)
+    fd = os.open(spool_dir / ".ingest.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"another process is ingesting the spool {spool_dir}; it will be taken "
+                        f"in by that one, or retry"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
