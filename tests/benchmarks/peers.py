@@ -7,7 +7,9 @@ instrumentation's own cost on the caller and in the export thread. The cases:
 
 - ``bare``: the openai SDK alone;
 - ``finetuner-otel``: our ``OpenAIInstrumentor`` (what ``instrument()`` adds on the caller's
-  thread; ``finetuner-otel + store`` also runs our DuckDB exporter, for reference);
+  thread; ``finetuner-otel + store`` also runs our DuckDB exporter, for reference, ingesting in
+  its helper process (``FINETUNER_INGEST=process``, the default), and ``finetuner-otel + store
+  (thread ingest)`` ingesting on a thread of the app (``FINETUNER_INGEST=thread``));
 - ``contrib``: ``opentelemetry-instrumentation-openai-v2`` with
   ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY``;
 - ``openllmetry``: ``opentelemetry-instrumentation-openai`` (content on by default);
@@ -15,9 +17,11 @@ instrumentation's own cost on the caller and in the export thread. The cases:
 
 For sync, sync streaming, async and async streaming calls: the median wall-clock time per call
 (and its ratio to ``bare``), the CPU the other threads spent per call (the export thread), and,
-in one long sync run per case, the peak RSS. Each case is repeated; min/median/max are printed.
+in one long sync run per case, the peak RSS (and the ingest helper's own, and its CPU seconds).
+Each case is repeated; min/median/max are printed.
 
-    python tests/benchmarks/peers.py [--quick] [--page docs/performance.md]
+    python tests/benchmarks/peers.py [--quick] [--page docs/performance.md] [--cases a,b]
+        [--rss-only] [--rss-calls N]
 """
 
 from __future__ import annotations
@@ -47,7 +51,12 @@ CASES = [
     "openllmetry",
     "openinference",
     "finetuner-otel + store",
+    "finetuner-otel + store (thread ingest)",
 ]
+STORE_CASES = {
+    "finetuner-otel + store": "process",
+    "finetuner-otel + store (thread ingest)": "thread",
+}
 MODES = ["sync", "sync-stream", "async", "async-stream"]
 _PACKAGES = {
     "contrib": "opentelemetry.instrumentation.openai_v2",
@@ -118,12 +127,13 @@ def _instrument(case: str, tmp: str) -> tuple[Any, Any]:
     provider.add_span_processor(BatchSpanProcessor(Drop()))
     trace.set_tracer_provider(provider)
     instrumentor: Any = None
-    if case in ("finetuner-otel", "finetuner-otel + store"):
+    if case == "finetuner-otel" or case in STORE_CASES:
         from finetuner_otel.instrumentation import OpenAIInstrumentor
 
-        if case == "finetuner-otel + store":
+        if case in STORE_CASES:
             import finetuner_otel
 
+            os.environ["FINETUNER_INGEST"] = STORE_CASES[case]
             finetuner_otel.instrument(os.path.join(tmp, "bench.duckdb"), tracer_provider=provider)
         instrumentor = OpenAIInstrumentor()
     elif case == "contrib":
@@ -242,6 +252,7 @@ def child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> None:
                 (ours if instrumented else bare).append(statistics.median(timed(BLOCK)))
         switch(True)
     provider.force_flush()
+    helpers = _child_processes()  # the ingest helper's, all ingested now
     cpu_after = _background_cpu_seconds()
     cpu = (
         (cpu_after - cpu_before) / calls
@@ -255,9 +266,35 @@ def child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> None:
                 "ratios": [o / b for o, b in zip(ours, bare, strict=False)],
                 "cpu_per_call": cpu,
                 "peak_rss_mb": peak_rss_mb(),
+                "helper_peak_rss_mb": max((h[0] for h in helpers), default=None),
+                "helper_cpu_seconds": sum(h[1] for h in helpers) if helpers else None,
             }
         )
     )
+
+
+def _child_processes() -> list[tuple[float, float]]:
+    """(peak RSS MB, CPU seconds) of each child process of this one (an ingest helper), from
+    /proc; none where there is no /proc."""
+    found = []
+    try:
+        pids = [
+            pid
+            for task in Path("/proc/self/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]
+    except OSError:
+        return []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        hwm = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+        ticks = os.sysconf("SC_CLK_TCK")
+        found.append((int(hwm[0]) / 1024 if hwm else 0.0, (int(stat[11]) + int(stat[12])) / ticks))
+    return found
 
 
 def _run_child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> dict[str, Any]:
@@ -272,13 +309,14 @@ def _run_child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> dict[
     return result
 
 
-def measure(calls: int, repeats: int, rss_calls: int) -> dict[str, Any]:
+def measure(
+    calls: int, repeats: int, rss_calls: int, cases: list[str], timing: bool = True
+) -> dict[str, Any]:
     import tempfile
 
-    cases = [c for c in CASES if available(c)]
-    results: dict[str, Any] = {"cases": cases, "timing": {}, "rss": {}}
+    results: dict[str, Any] = {"cases": cases, "timing": {}, "rss": {}, "helper": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in MODES:
+        for mode in MODES if timing else []:
             for repeat in range(repeats):
                 for case in cases:  # interleaved, so drift on the machine hits every case alike
                     r = _run_child(case, mode, calls, min(100, calls), tmp)
@@ -290,8 +328,16 @@ def measure(calls: int, repeats: int, rss_calls: int) -> dict[str, Any]:
         for case in cases:
             r = _run_child(case, "sync", rss_calls, 0, tmp)
             results["rss"][case] = r["peak_rss_mb"]
+            helper = ""
+            if r.get("helper_peak_rss_mb") is not None:
+                results["helper"][case] = [r["helper_peak_rss_mb"], r["helper_cpu_seconds"]]
+                helper = (
+                    f"; its ingest helper process: peak RSS {r['helper_peak_rss_mb']:.0f} MB, "
+                    f"CPU {r['helper_cpu_seconds']:.1f} s"
+                )
             print(
-                f"  peak RSS after {rss_calls:,} sync calls, {case}: {r['peak_rss_mb']:.0f} MB",
+                f"  peak RSS after {rss_calls:,} sync calls, {case}: {r['peak_rss_mb']:.0f} MB"
+                + helper,
                 flush=True,
             )
     return results
@@ -319,6 +365,8 @@ def table(results: dict[str, Any]) -> list[str]:
             cpus = [r["cpu_per_call"] for r in runs if r["cpu_per_call"] is not None]
             cpu = f"{statistics.median(cpus) * 1e6:.0f}" if cpus else "-"
             rss = f"{results['rss'].get(case, 0):.0f}" if mode == "sync" else ""
+            if mode == "sync" and case in results.get("helper", {}):
+                rss += f" (helper {results['helper'][case][0]:.0f})"
             lines.append(
                 f"| {mode} | {case} | {statistics.median(medians) * 1e6:.0f} | "
                 f"{min(ratios):.3f} / {statistics.median(ratios):.3f} / {max(ratios):.3f} | "
@@ -433,7 +481,11 @@ def page(
         "Every case runs in a process of its own, on the same in-process HTTP transport (the "
         "SDK's full request path, no network), with content capture on and the same span "
         "processor (a BatchSpanProcessor whose exporter drops the spans). `finetuner-otel + "
-        "store` adds our DuckDB exporter, as `instrument()` sets it up. Within each case's "
+        "store` adds our DuckDB exporter, as `instrument()` sets it up, ingesting in its helper "
+        "process (`FINETUNER_INGEST=process`, the default; the RSS column gives the helper's "
+        "own peak beside the app's, and its CPU is not in the export-thread column); "
+        "`(thread ingest)` ingests on a thread of the app (`FINETUNER_INGEST=thread`). "
+        "Within each case's "
         f"process, blocks of {BLOCK} instrumented calls alternate with blocks of {BLOCK} calls "
         "with the instrumentation taken off (`uninstrument()`, checked to leave no wrapper), so "
         "each ratio pairs two blocks run moments apart on the same machine state; the table "
@@ -464,6 +516,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, help="instrumented calls per timed run (default 1000)")
     parser.add_argument("--repeats", type=int, help="runs per case and mode (default 3)")
     parser.add_argument("--rss-calls", type=int, help="calls of the memory run (default 100000)")
+    parser.add_argument("--cases", help="comma-separated, of: " + ", ".join(CASES))
+    parser.add_argument("--rss-only", action="store_true", help="the memory runs only")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -473,11 +527,15 @@ def main() -> None:
     calls, repeats, rss_calls = (200, 1, 5_000) if args.quick else (1_000, 3, 100_000)
     calls, repeats = args.calls or calls, args.repeats or repeats
     rss_calls = args.rss_calls or rss_calls
-    missing = [c for c in CASES if not available(c)]
+    wanted = args.cases.split(",") if args.cases else CASES
+    missing = [c for c in wanted if not available(c)]
     print(f"Python {platform.python_version()} on {os.cpu_count()} CPUs; {calls} calls per run")
     if missing:
         print(f"  not installed, left out: {', '.join(missing)} (pip install -e '.[bench]')")
-    results = measure(calls, repeats, rss_calls)
+    cases = [c for c in wanted if available(c)]
+    results = measure(calls, repeats, rss_calls, cases, timing=not args.rss_only)
+    if args.rss_only:
+        return
     print("\n".join(table(results)))
     if args.page:
         args.page.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")

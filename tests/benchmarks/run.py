@@ -513,14 +513,25 @@ def burst_memory(spans_count: int) -> None:
     )
 
 
-def ingest_child(db: str, spool: str) -> None:
-    """One process: ingest the spool ``spool`` into ``db`` (a helper process's work, or a
-    backlog's); print its peak RSS and the seconds it took."""
-    from finetuner_otel.store.spool import ingest
+def ingest_child(db: str, spool: str, mode: str) -> None:
+    """One process: an exporter whose spool holds a backlog flushes it into ``db``, ingesting
+    in its helper process (``mode`` process) or in this one (thread); print this process's
+    peak RSS, the helper's, and the seconds it took."""
+    sys.path.insert(0, str(HERE.parent))
+    from peers import _child_processes
 
+    from finetuner_otel.exporters import DuckDBSpanExporter
+
+    exporter = DuckDBSpanExporter(db, spool_dir=spool, ingest_interval=3600, ingest=mode)
     start = time.perf_counter()
-    ingest(Path(db), Path(spool), wait=60)
-    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - start}))
+    exporter.force_flush(timeout_millis=3_600_000)
+    seconds = time.perf_counter() - start
+    helpers = _child_processes()
+    exporter.shutdown()
+    helper = max((h[0] for h in helpers), default=None)
+    print(
+        json.dumps({"peak_rss_mb": peak_rss_mb(), "helper_peak_rss_mb": helper, "seconds": seconds})
+    )
 
 
 def _child_json(*args: str) -> dict[str, Any]:
@@ -535,59 +546,33 @@ def _child_json(*args: str) -> dict[str, Any]:
     return result
 
 
+STORE_CASES = ("finetuner-otel + store (thread ingest)", "finetuner-otel + store")
+
+
 def store_memory(calls: int, backlog_mb: int) -> None:
     """Peak RSS after ``calls`` sync calls on the in-process transport (each case a process of
-    its own, peers.py's memory run): the bare SDK, ours, ours with the store ingesting in the
-    app's process, and ours with the store ingesting in a helper process (the app only
-    spools: every span exported and no ingest until it exits; then one process ingests the
-    whole spool, as a helper would, and its own peak is given). Then a spool backlog of
-    ``backlog_mb`` MB of rows ingested by one process: its peak RSS and time."""
+    its own, peers.py's memory run): the bare SDK, ours with the store ingesting on a
+    thread of the app (FINETUNER_INGEST=thread), and ours with the store ingesting in its
+    helper process (the default; the helper's own peak is given). Then a spool backlog of
+    ``backlog_mb`` MB of rows flushed in both ways."""
     peers = str(HERE.with_name("peers.py"))
     with tempfile.TemporaryDirectory() as tmp:
         rss = {}
-        for case in ("bare", "finetuner-otel", "finetuner-otel + store"):
-            rss[case] = _child_json(peers, "--child", case, "sync", str(calls), "0", tmp)
-        spool_only = _child_json(str(HERE), "--spool-only-child", str(calls), "--db", tmp)
-        db = os.path.join(tmp, "spool-only.duckdb")
-        helper = _child_json(str(HERE), "--ingest-child", db, db + ".spool")
+        for case in ("bare", *STORE_CASES):
+            own = tempfile.mkdtemp(dir=tmp)  # a store of its own for each case
+            rss[case] = _child_json(peers, "--child", case, "sync", str(calls), "0", own)
     bare = rss["bare"]["peak_rss_mb"]
     print(f"Memory: peak RSS after {calls:,} sync calls (in-process transport), MB")
     for case, result in rss.items():
         peak = result["peak_rss_mb"]
-        print(f"  {case:52}: {peak:5.0f}  (bare + {peak - bare:.0f})")
-    app = spool_only["peak_rss_mb"]
-    print(
-        f"  {'finetuner-otel + store, ingest in a helper process':52}: {app:5.0f}  (bare + "
-        f"{app - bare:.0f}); the helper's own peak {helper['peak_rss_mb']:.0f} "
-        f"({spool_only['stored']:,} rows)"
-    )
+        helper = result.get("helper_peak_rss_mb")
+        mine = (
+            f"; its ingest helper's own peak {helper:.0f}, CPU {result['helper_cpu_seconds']:.0f} s"
+            if helper is not None
+            else ""
+        )
+        print(f"  {case:40}: {peak:5.0f}  (bare + {peak - bare:.0f}){mine}")
     backlog(backlog_mb)
-
-
-def spool_only_child(calls: int, tmp: str) -> None:
-    """``calls`` sync calls through instrument(), every span spooled and none ingested (the
-    app's side of ingest in a helper process); print the peak RSS."""
-    os.environ["FINETUNER_INGEST_INTERVAL"] = str(10**9)
-    sys.path.insert(0, str(HERE.parent))
-    from peers import _clients
-
-    import finetuner_otel
-    from finetuner_otel.exporters import _duckdb
-
-    _duckdb.INGEST_BATCH_SPANS = 10**9  # nor after 4,096 spans: only the helper ingests
-
-    handle = finetuner_otel.instrument(os.path.join(tmp, "spool-only.duckdb"))
-    client, _ = _clients()
-    messages = [
-        {"role": "system", "content": "You classify support tickets."},
-        {"role": "user", "content": PROMPT},
-    ]
-    for _ in range(calls):
-        client.chat.completions.create(model="gpt-4o-mini", messages=messages, temperature=0)
-    handle.processor._batch.force_flush()  # exported and spooled, not ingested
-    spooled = sum(f.read_bytes().count(b"\n") for f in handle.settings.spool_dir.glob("*.jsonl"))
-    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "stored": spooled}))
-    os._exit(0)  # no ingest at exit: the helper's
 
 
 def backlog(megabytes: int) -> None:
@@ -600,8 +585,8 @@ def backlog(megabytes: int) -> None:
 
     spans = _bench_spans(512)
     with tempfile.TemporaryDirectory() as tmp:
-        if shutil.disk_usage(tmp).free < 3 * megabytes << 20:
-            print(f"Backlog: skipped, under {3 * megabytes} MB free in {tmp}")
+        if shutil.disk_usage(tmp).free < 4 * megabytes << 20:
+            print(f"Backlog: skipped, under {4 * megabytes} MB free in {tmp}")
             return
         spool, written, batch = Path(tmp) / "b.duckdb.spool", 0, 0
         template = [span_to_line(span) for span in spans]
@@ -611,13 +596,25 @@ def backlog(megabytes: int) -> None:
             write_spool(spool, lines)
             written += sum(len(line) + 1 for line in lines)
             batch += 1
-        result = _child_json(str(HERE), "--ingest-child", str(Path(tmp) / "b.duckdb"), str(spool))
+        results = {}
+        for mode in ("thread", "process"):
+            copy = Path(tmp) / f"{mode}.duckdb.spool"
+            shutil.copytree(spool, copy)
+            db = str(Path(tmp) / f"{mode}.duckdb")
+            results[mode] = _child_json(str(HERE), "--ingest-child", db, str(copy), mode)
+            shutil.rmtree(copy, ignore_errors=True)
         idle = _child_json("-c", _IMPORT_ONLY)
     print(
-        f"Backlog: {written / 1e6:,.0f} MB of spool ({batch * len(template):,} rows) ingested by "
-        f"one process in {result['seconds']:.0f} s: peak RSS {result['peak_rss_mb']:.0f} MB "
-        f"(a process that only imports the store: {idle['peak_rss_mb']:.0f} MB)"
+        f"Backlog: {written / 1e6:,.0f} MB of spool ({batch * len(template):,} rows) flushed by "
+        f"an exporter (a process that only imports the store: {idle['peak_rss_mb']:.0f} MB)"
     )
+    for mode, result in results.items():
+        helper = result["helper_peak_rss_mb"]
+        print(
+            f"  FINETUNER_INGEST={mode:8}: {result['seconds']:.0f} s; the app's peak RSS "
+            f"{result['peak_rss_mb']:.0f} MB"
+            + (f", its ingest helper's {helper:.0f} MB" if helper is not None else "")
+        )
 
 
 _IMPORT_ONLY = (
@@ -716,8 +713,7 @@ def main() -> None:
     parser.add_argument("--only-scale", action="store_true", help="burst memory and serve only")
     parser.add_argument("--burst-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-child", nargs=2, help=argparse.SUPPRESS)
-    parser.add_argument("--ingest-child", nargs=2, help=argparse.SUPPRESS)
-    parser.add_argument("--spool-only-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ingest-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument(
         "--only-memory", action="store_true", help="peak RSS with the store, and a backlog"
     )
@@ -727,9 +723,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.ingest_child:
         ingest_child(*args.ingest_child)
-        return
-    if args.spool_only_child:
-        spool_only_child(args.spool_only_child, args.db)
         return
     if args.only_throughput:
         exporter_throughput(5000 if args.quick else 20000, repeats=2 if args.quick else 5)
