@@ -78,10 +78,10 @@ class DuckDBSpanExporter(SpanExporter):
         ingest: str | None = None,
     ) -> None:
         self._settings = Settings.load(db, spool_dir=spool_dir, ingest_interval=ingest_interval)
+        # The store as given, for the helper's own Settings.load (a lake by its URL).
+        given = db.url if isinstance(db, Lake) else None if db is None else os.fspath(db)
         self._helper: IngestHelper | None = (
-            IngestHelper(self._settings, None if db is None else os.fspath(db))
-            if ingest_mode(ingest) == "process"
-            else None
+            IngestHelper(self._settings, given) if ingest_mode(ingest) == "process" else None
         )
         self._redactor: Redactor | None = (
             redact

@@ -86,9 +86,9 @@ def helper_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class FlushOutcome:
-    """The helper's answer to a flush: ``ok``, ``busy`` (the store stayed locked), ``error``
-    (the machine stopped it, or a bug: the helper logged it), or ``timeout`` (no answer in
-    time: the helper goes on, the spool is kept)."""
+    """The helper's answer to a flush: ``ok``, ``busy`` (a StoreError: the store stayed locked
+    or the machine stopped the ingest; the spool is kept), ``error`` (a bug: the helper logged
+    its traceback), or ``timeout`` (no answer in time: the helper goes on, the spool is kept)."""
 
     status: str
     files: int
@@ -167,7 +167,8 @@ class IngestHelper:
         self._finalizer: weakref.finalize[[float], IngestHelper] | None = None
         self._deaths = 0
         self._seq = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by a flush for as long as it waits for its answer
+        self._pending = False
 
     @property
     def usable(self) -> bool:
@@ -180,19 +181,30 @@ class IngestHelper:
         return None if child is None or child.closed else child.proc.pid
 
     def request(self) -> bool:
-        """Ask for an ingest, without waiting; False when the helper is not usable."""
-        with self._lock:
+        """Ask for an ingest, without waiting (export calls it: it never waits for a flush);
+        False when the helper is not usable."""
+        if not self._lock.acquire(blocking=False):  # a flush holds the helper: asked after it
+            self._pending = True
+            return True
+        try:
+            return self._request()
+        finally:
+            self._lock.release()
+
+    def _request(self) -> bool:
+        self._pending = False
+        for _ in range(2):  # once more with a new helper, if this one has just ended
             child = self._running()
             if child is None:
                 return False
             try:
                 os.write(child.requests, b"ingest\n")
+                return True
             except BlockingIOError:  # the pipe is full of requests: one more changes nothing
-                pass
+                return True
             except OSError as exc:
                 self._died(child, exc)
-                return self.usable
-            return True
+        return self.usable
 
     def flush(self, wait: float, timeout: float) -> FlushOutcome | None:
         """Have the helper ingest now (waiting up to ``wait`` for the store) and answer, within
@@ -203,12 +215,17 @@ class IngestHelper:
                 return None
             self._seq += 1
             deadline = time.monotonic() + timeout
+            # The store's wait ends before the answer's, so that a busy store is said so in time.
+            wait = max(0.0, min(wait, timeout * 0.8))
             try:
                 sent = self._send(child, f"flush {self._seq} {wait:.3f}\n".encode(), deadline)
                 answer = self._answer(child, self._seq, deadline) if sent else None
             except (OSError, EOFError, ValueError) as exc:
                 self._died(child, exc)
                 return None
+            if self._pending:  # what export asked for meanwhile
+                self._pending = False
+                self._request()
             if answer is None:
                 return FlushOutcome("timeout", 0, child.proc.pid, f"no answer in {timeout:.1f} s")
             return answer
@@ -225,6 +242,7 @@ class IngestHelper:
     def after_fork_in_child(self) -> None:
         """The parent's helper is the parent's: this process starts its own when it needs one."""
         self._lock = threading.Lock()
+        self._pending = False
         if self._child is not None:
             self._child.forget()
             self._child = None

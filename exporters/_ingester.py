@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 
-from finetuner_otel._errors import StoreError, StoreLockedError
+from finetuner_otel._errors import StoreError
 from finetuner_otel._settings import Settings
 from finetuner_otel.exporters._ingest import ingest_spool
 
@@ -33,12 +33,9 @@ def _ingest(settings: Settings, wait: float) -> tuple[str, int, str]:
     """One ingest: (status, files ingested, message); never raises."""
     try:
         return "ok", ingest_spool(settings, wait), ""
-    except StoreLockedError as exc:
+    except StoreError as exc:  # locked, or stopped by the machine: the app logs it at a flush
         return "busy", 0, str(exc)
-    except StoreError as exc:
-        logger.warning("finetuner-otel: spool kept for a later ingest: %s", exc)
-        return "error", 0, str(exc)
-    except Exception as exc:
+    except Exception as exc:  # a bug: said here, with its traceback, and to the app
         logger.exception("finetuner-otel: ingest into %s failed", settings.db_path)
         return "error", 0, f"{type(exc).__name__}: {exc}"
 

@@ -154,10 +154,11 @@ print(json.dumps({
 
 
 def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (not those ended and not yet waited for)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(c) for c in (task / "children").read_text().split()]
-    return found
+    return [child for child in found if _alive(child)]
 
 
 def test_under_opentelemetry_instrument_the_helper_is_not_instrumented(tmp_path: Path) -> None:
