@@ -278,8 +278,8 @@ class IngestHelper:
         return child
 
     def _died(self, child: _Child, exc: BaseException | None) -> None:
+        child.close(1.0)  # it closed its answers or its requests: it is ending, if not gone
         code = child.proc.poll()
-        child.close(0.0)
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
