@@ -28,6 +28,7 @@ SLOW_FILES = {
     "test_serve_attacks.py": "the receiver in a process of its own, its memory measured (~20 s)",
     "test_local_loop.py": "capture, train, serve and evaluate a tiny model with torch (~40 s)",
     "test_adapter_serve.py": "serves a tiny trained adapter with transformers (~20 s)",
+    "test_iceberg.py": "a PostgreSQL server, Iceberg tables, four receiver processes (~55 s)",
 }
 # Single tests of otherwise fast files (file::function, every parametrization).
 SLOW_TESTS = {

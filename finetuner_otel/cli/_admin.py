@@ -12,7 +12,8 @@ from typing import Any
 
 from .._distro import launcher_plan
 from ..version import __version__
-from ._command import Context, Group
+from .._errors import ConfigurationError
+from ._command import Arg, Context, Group
 
 COMMANDS = Group(None)
 _ENTRY_POINT_GROUPS = (
@@ -37,6 +38,19 @@ def ingest(args: argparse.Namespace, ctx: Context) -> int:
     """move spooled calls into the store now"""
     files = ctx.store.ingest()
     ctx.output.record({"ingested_files": files, "pending_files": ctx.store.pending()})
+    return 0
+
+
+@COMMANDS.command(
+    "compact",
+    Arg("--min-files", type=int, default=8, help="rewrite partitions of this many files (8)"),
+)
+def compact(args: argparse.Namespace, ctx: Context) -> int:
+    """an Iceberg store's upkeep: merge small files, expire snapshots"""
+    if args.min_files < 1:
+        raise ConfigurationError(f"--min-files must be 1 or more, got {args.min_files}")
+    report = ctx.store.compact(min_files=args.min_files)
+    ctx.output.record(report)
     return 0
 
 

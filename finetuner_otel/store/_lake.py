@@ -203,7 +203,7 @@ class LakeStore:
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
-        self._tables: dict[str, Table] = {}
+        self._ensured = False
 
     # -- tables -----------------------------------------------------------------------------
 
@@ -222,49 +222,60 @@ class LakeStore:
             ) from exc
 
     def ensure(self) -> dict[str, Table]:
-        """Every table, made or given this version's new columns where it lacks them (the
-        catalog orders two processes doing it at once: the second finds the first's)."""
+        """Every table at its newest snapshot, made (or given this version's new columns) where
+        needed. Two processes making them at once: the catalog lets one win, and the other
+        finds its tables on the next try."""
+        if self._ensured:
+            return self._load()
+        for attempt in range(5):
+            try:
+                tables = self._make_tables()
+                break
+            except (StoreError, ConfigurationError):
+                raise
+            except Exception as exc:  # a race with another process making them: look again
+                if attempt == 4:
+                    raise StoreError(
+                        f"cannot make the tables of {self.lake.display}: {exc}"
+                    ) from exc
+                time.sleep(0.05 * (attempt + 1) * (0.5 + random.random()))
+        self._ensured = True
+        return tables
+
+    def _make_tables(self) -> dict[str, Table]:
         from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 
         cat = catalog(self.lake)
         columns, _, schemas = _template()
-        try:
-            with contextlib.suppress(NamespaceAlreadyExistsError):
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            if (self.lake.namespace,) not in cat.list_namespaces():
                 cat.create_namespace(self.lake.namespace)
-            tables = {}
-            for name in columns:
-                identifier = self._identifier(name)
-                schema = _with_utc(schemas[name])
-                if not cat.table_exists(identifier):
-                    try:
-                        tables[name] = self._create(cat, identifier, name, schema)
-                        continue
-                    except TableAlreadyExistsError:
-                        pass
+        tables = {}
+        for name in columns:
+            identifier = self._identifier(name)
+            schema = _with_utc(schemas[name])
+            if not cat.table_exists(identifier):
+                with contextlib.suppress(TableAlreadyExistsError):
+                    self._create(cat, identifier, name, schema)
+            table = cat.load_table(identifier)
+            if any(f.name not in table.schema().column_names for f in schema):
+                with table.update_schema() as update:
+                    update.union_by_name(schema)
                 table = cat.load_table(identifier)
-                missing = [f.name for f in schema if f.name not in table.schema().column_names]
-                if missing:
-                    with table.update_schema() as update:
-                        update.union_by_name(schema)
-                    table = cat.load_table(identifier)
-                tables[name] = table
-        except (StoreError, ConfigurationError):
-            raise
-        except Exception as exc:
-            raise StoreError(f"cannot make the tables of {self.lake.display}: {exc}") from exc
-        self._tables = tables
+            tables[name] = table
         return tables
 
-    def _create(self, cat: SqlCatalog, identifier: str, name: str, schema: pa.Schema) -> Table:
+    def _create(self, cat: SqlCatalog, identifier: str, name: str, schema: pa.Schema) -> None:
+        """One commit: the table and, for calls, its partitions (dataset, day)."""
         from pyiceberg.transforms import DayTransform
 
-        table = cat.create_table(identifier, schema=schema, properties=_TABLE_PROPERTIES)
-        if name == CALLS:  # datasets are read whole, time ranges by day
-            with table.update_spec() as spec:
-                spec.add_identity("dataset")
-                spec.add_field("started_at", DayTransform(), "day")
-            table = cat.load_table(identifier)
-        return table
+        with cat.create_table_transaction(
+            identifier, schema=schema, properties=_TABLE_PROPERTIES
+        ) as transaction:
+            if name == CALLS:  # datasets are read whole, time ranges by day
+                with transaction.update_spec() as spec:
+                    spec.add_identity("dataset")
+                    spec.add_field("started_at", DayTransform(), "day")
 
     def _load(self) -> dict[str, Table]:
         """Every table at its newest snapshot."""
@@ -503,10 +514,10 @@ def _rebase(
         con.register("cur", current)
         con.register("add", _conform(added, name))
         con.register("del", _conform(removed, name))
-        gone = con.execute(
+        ((gone,),) = con.execute(
             "SELECT count(*) FROM (SELECT * FROM del EXCEPT ALL SELECT * FROM cur)"
-        ).fetchone()
-        if gone and gone[0]:
+        ).fetchall()
+        if gone:
             raise StoreError(
                 f"{name} in {lake.display} was changed by another writer while this one changed "
                 f"the same rows; nothing of this change was committed to {name}, try again"
@@ -514,13 +525,13 @@ def _rebase(
         con.execute(
             "CREATE TEMP TABLE merged AS "
             "(SELECT * FROM cur EXCEPT ALL SELECT * FROM del) UNION ALL SELECT * FROM add"
-        )
+        ).fetchall()
         if key:
             cols = ", ".join(f'"{c}"' for c in key)
-            clash = con.execute(
+            ((clash,),) = con.execute(
                 f"SELECT count(*) FROM (SELECT {cols} FROM merged GROUP BY ALL HAVING count(*) > 1)"
-            ).fetchone()
-            if clash and clash[0]:
+            ).fetchall()
+            if clash:
                 raise StoreError(
                     f"another writer stored a row of {name} in {lake.display} with the same key "
                     f"({', '.join(key)}) as this one; nothing of this change was committed to "
