@@ -5,6 +5,7 @@ as root, so under root the cluster is made and run as ``nobody``."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -75,10 +76,8 @@ class Postgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Postgres:

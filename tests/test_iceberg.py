@@ -31,8 +31,8 @@ from finetuner_otel.store.spool import CallRecord, encode_row, write_spool
 from finetuner_otel.testing import OpenAIServer, Reply
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _otlp_requests import chat_attributes, export_request, span  # noqa: E402
-from _postgres import Postgres  # noqa: E402
+from _otlp_requests import chat_attributes, export_request, span
+from _postgres import Postgres
 
 _T0 = 1_780_000_000 * 10**9
 _databases = iter(range(10_000))
@@ -272,7 +272,9 @@ def _receiver(lake: str, spool: Path, port: int) -> subprocess.Popen[bytes]:
             return process
         except OSError:
             if process.poll() is not None:
-                raise AssertionError(process.stderr.read().decode() if process.stderr else "")
+                raise AssertionError(
+                    process.stderr.read().decode() if process.stderr else ""
+                ) from None
             time.sleep(0.1)
     raise AssertionError("the receiver did not start")
 
@@ -350,7 +352,7 @@ def _run_the_fleet(
 def test_four_receivers_at_once_with_a_reader_and_one_killed_mid_ingest(
     lake: str, tmp_path: Path
 ) -> None:
-    """4 receivers × 400 spans, a reader querying throughout, and one receiver (with its
+    """4 receivers x 400 spans, a reader querying throughout, and one receiver (with its
     ingest helper) killed by SIGKILL while it ingests, then started again on its spool:
     rows = spans accepted, none doubled, none lost."""
     spools = [tmp_path / f"spool{i}" for i in range(4)]

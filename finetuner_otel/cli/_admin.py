@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .._distro import launcher_plan
-from ..version import __version__
 from .._errors import ConfigurationError
+from ..version import __version__
 from ._command import Arg, Context, Group
 
 COMMANDS = Group(None)
