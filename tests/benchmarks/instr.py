@@ -9,7 +9,14 @@ traced), on the in-process HTTP transport of ``peers.py``, content capture on:
   beforehand) and two JSON dumps (the input and output messages, per call), no instrumentation:
   what any instrumentation built on the OTel SDK pays;
 - ``finetuner-otel``: our ``OpenAIInstrumentor`` alone, the spans dropped;
-- ``finetuner-otel + store``: ``finetuner_otel.instrument()``: export, spool and ingest;
+- ``finetuner-otel + store``: ``finetuner_otel.instrument()``: export and spool in the app, the
+  ingest in its helper process (``FINETUNER_INGEST=process``, the default). That process runs
+  under callgrind too (``--trace-children=yes``) and is counted apart: it has no client
+  requests, so its cost per call is the difference of its whole-life counts in two runs of the
+  case, the second making N2 - N1 more calls in each mode's second count (the same flushes, the
+  same start-up), divided by the extra calls of all modes together;
+- ``finetuner-otel + store (thread ingest)``: the same with ``FINETUNER_INGEST=thread``: export,
+  spool and ingest all in the app;
 - ``finetuner-otel + shadow``: ours alone with a shadow registered that samples none of the
   calls (``shadow(..., sample=0)``): what a call not sampled pays for shadowing;
 - the peers that are installed: ``contrib`` (openai-v2), ``openllmetry``, ``openinference``.
@@ -30,6 +37,7 @@ on one (``--keep DIR``) is the profile.
 
     python tests/benchmarks/instr.py [--n1 16] [--n2 80] [--json docs/performance-instr.json]
         [--page docs/performance.md] [--cases bare,floor,...] [--modes sync,...] [--keep DIR]
+        [--merge]  (--merge: keep the other cases' counts already in the --json file)
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ CASES = [
     "floor",
     "finetuner-otel",
     "finetuner-otel + store",
+    "finetuner-otel + store (thread ingest)",
     "finetuner-otel + shadow",
     "contrib",
     "openllmetry",
@@ -74,6 +83,11 @@ ENV = {
     "FINETUNER_INGEST_INTERVAL": str(10**9),
     "PYTHONHASHSEED": "0",  # the same dict and set layouts in every run
 }
+STORE_CASES = {
+    "finetuner-otel + store": "process",
+    "finetuner-otel + store (thread ingest)": "thread",
+}
+HELPER_MODULE = "finetuner_otel.exporters._ingester"
 _CLIENT_REQUESTS = r"""
 #include <valgrind/callgrind.h>
 void bench_zero(void) { CALLGRIND_ZERO_STATS; }
@@ -149,11 +163,13 @@ def _set_up(case: str, tmp: str, client: Any, messages: list[dict[str, str]]) ->
     """The case's flush and, for ``floor``, its span around each call (start, end)."""
     if case == "bare":
         return (lambda: True), None
-    if case == "finetuner-otel + store":
+    if case in STORE_CASES:
         import finetuner_otel
 
+        os.environ["FINETUNER_INGEST"] = STORE_CASES[case]
         handle = finetuner_otel.instrument(os.path.join(tmp, "bench.duckdb"))
-        return handle.flush, None
+        # A helper starting under callgrind takes a while: every flush waits for its answer.
+        return (lambda: handle.flush(timeout=3600.0)), None
     if case in ("floor", "finetuner-otel"):
         provider = _drop_provider()
         if case == "floor":
@@ -249,21 +265,26 @@ def child(case: str, modes: list[str], n1: int, n2: int, warmup: int, helper: st
 # --- the parent: one callgrind process per case ----------------------------------------------
 
 
-def _run_case(case: str, args: argparse.Namespace, out: Path, helper: Path) -> dict[str, Any]:
-    """One case under callgrind; its Ir totals per mode and call count."""
-    base = out / case.replace(" ", "").replace("+", "-")
+def _run_case(
+    case: str, args: argparse.Namespace, out: Path, helper: Path, n2: int | None = None
+) -> dict[str, Any]:
+    """One case under callgrind; its Ir totals per mode and call count, and (``helper``) the
+    whole-life total of its ingest helper process, if it has one."""
+    n2 = n2 or args.n2
+    base = out / (re.sub(r"[^a-z]+", "-", case) + str(n2))
+    children = STORE_CASES.get(case) == "process"
     command = [
         "valgrind",
         "--tool=callgrind",
-        "--trace-children=no",
-        f"--callgrind-out-file={base}.out",
+        f"--trace-children={'yes' if children else 'no'}",
+        f"--callgrind-out-file={base}.%p.out",
         sys.executable,
         str(HERE),
         "--child",
         case,
         ",".join(args.modes),
         str(args.n1),
-        str(args.n2),
+        str(n2),
         str(args.warmup),
         str(helper),
     ]
@@ -272,17 +293,55 @@ def _run_case(case: str, args: argparse.Namespace, out: Path, helper: Path) -> d
     done = subprocess.run(command, capture_output=True, text=True, env={**env, **ENV})
     if done.returncode != 0:
         raise RuntimeError(f"{case} failed under callgrind:\n{done.stderr[-4000:]}")
-    totals: dict[str, dict[str, int]] = {}
-    for dump in sorted(out.glob(f"{base.name}.out.*")):
+    totals: dict[str, Any] = {}
+    for dump in sorted(out.glob(f"{base.name}.*.out*")):
         text = dump.read_text(errors="replace")
         trigger = re.search(r"^desc: Trigger: Client Request: (.*)$", text, re.M)
         total = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-        if trigger is None or total is None:
+        cmd = re.search(r"^cmd: (.*)$", text, re.M)
+        if total is None:
             continue
-        _, mode, n = trigger.group(1).split("|")
-        totals.setdefault(mode, {})[n] = int(total.group(1))
-    print(f"  {case:24} {time.monotonic() - started:6.0f} s under callgrind", flush=True)
+        if cmd is not None and HELPER_MODULE in cmd.group(1):
+            totals["helper"] = totals.get("helper", 0) + int(total.group(1))
+        elif trigger is not None:
+            _, mode, n = trigger.group(1).split("|")
+            totals.setdefault(mode, {})[n] = int(total.group(1))
+    print(f"  {case:40} {time.monotonic() - started:6.0f} s under callgrind", flush=True)
     return totals
+
+
+def _helper_per_call(case: str, args: argparse.Namespace, out: Path, lib: Path) -> dict[str, Any]:
+    """The case twice, the second with N2 - N1 more calls in each mode's second count; its
+    app counts (from the first) and its helper's cost per call (see the module docstring)."""
+    extra = args.n2 - args.n1
+    first = _run_case(case, args, out, lib)
+    second = _run_case(case, args, out, lib, n2=args.n2 + extra)
+    if "helper" not in first or "helper" not in second:
+        raise RuntimeError(f"{case}: no ingest helper process was counted")
+    helper = {
+        "totals": [first.pop("helper"), second.pop("helper")],
+        "extra_calls": extra * len(args.modes),
+    }
+    helper["per_call"] = (helper["totals"][1] - helper["totals"][0]) / helper["extra_calls"]
+    return {**first, "helper": helper}
+
+
+def _counts(case: str, args: argparse.Namespace, out: Path, lib: Path) -> dict[str, Any]:
+    if STORE_CASES.get(case) == "process":
+        return _helper_per_call(case, args, out, lib)
+    return _run_case(case, args, out, lib)
+
+
+def _merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The new counts over the old file's (same N1, N2 and settings), the cases in CASES order;
+    ``measured`` says which run each case's counts come from."""
+    if (old["n1"], old["n2"], old["env"]) != (new["n1"], new["n2"], new["env"]):
+        sys.exit("--merge: the --json file was counted with other N1, N2 or settings")
+    ir = {**old["ir"], **new["ir"]}
+    measured = {**{c: "an earlier run" for c in old["ir"]}, **old.get("measured", {})}
+    measured.update(new["measured"])
+    cases = [c for c in CASES if c in ir]
+    return {**new, "cases": cases, "ir": {c: ir[c] for c in cases}, "measured": measured}
 
 
 def per_call(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -291,6 +350,8 @@ def per_call(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
     result: dict[str, dict[str, float]] = {}
     for case, by_mode in raw["ir"].items():
         for mode, totals in by_mode.items():
+            if mode == "helper":  # counted apart: its cost per call is worked out already
+                continue
             result.setdefault(mode, {})[case] = (totals[str(n2)] - totals[str(n1)]) / (n2 - n1)
     return result
 
@@ -307,6 +368,16 @@ def table(raw: dict[str, Any]) -> list[str]:
             cost, bare = costs[mode].get(case), costs[mode].get("bare")
             cells.append("-" if cost is None or not bare else f"{cost / bare:.3f} ({cost:,.0f})")
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
+        helper = raw["ir"].get(case, {}).get("helper")
+        if helper is not None:  # the same figure in every column: all modes' calls together
+            cells = []
+            for mode in modes:
+                bare = costs[mode].get("bare")
+                cost = helper["per_call"]
+                cells.append("-" if not bare else f"{cost / bare:.3f} ({cost:,.0f})")
+            lines.append(
+                f"| {case}: its ingest helper process (all modes) | " + " | ".join(cells) + " |"
+            )
     return lines
 
 
@@ -323,6 +394,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the raw counts here")
     parser.add_argument("--page", type=Path, help="re-render this performance page (peers.py)")
     parser.add_argument("--keep", type=Path, help="keep callgrind's dumps in this folder")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the --json file's counts of other cases"
+    )
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -346,7 +420,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         helper = _build_helper(Path(tmp))
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            runs = list(pool.map(lambda c: _run_case(c, args, out, helper), cases))
+            runs = list(pool.map(lambda c: _counts(c, args, out, helper), cases))
     raw = {
         "n1": args.n1,
         "n2": args.n2,
@@ -354,7 +428,10 @@ def main() -> None:
         "python": platform.python_version(),
         "cases": cases,
         "ir": dict(zip(cases, runs, strict=True)),
+        "measured": {case: time.strftime("%Y-%m-%d") for case in cases},
     }
+    if args.merge and args.json and args.json.exists():
+        raw = _merged(json.loads(args.json.read_text()), raw)
     print("\n".join(table(raw)))
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1) + "\n")
