@@ -254,7 +254,7 @@ class DuckDBSpanExporter(SpanExporter):
     def _request_ingest(self) -> None:
         self._last_ingest = time.monotonic()
         self._spooled_since_ingest = 0
-        if self._in_helper() and self._helper is not None and self._helper.request():
+        if self._in_helper() and self._asked_helper():
             return
         with self._wake:
             self._ingest_requested = True
@@ -290,8 +290,8 @@ class DuckDBSpanExporter(SpanExporter):
     def _ingest(self, wait: float, timeout: float | None = None) -> bool:
         """Move the spool into the store, within ``timeout`` seconds in the helper (``wait``
         by default); False if the store stayed busy or it failed (the spool is kept)."""
-        if self._in_helper() and self._helper is not None:
-            outcome = self._helper.flush(wait, wait if timeout is None else timeout)
+        if self._in_helper():
+            outcome = self._flushed_by_helper(wait, wait if timeout is None else timeout)
             if outcome is not None:
                 return self._helper_ingested(outcome, wait)
             if self._in_helper():  # it died meanwhile: this once, here; restarted next time
@@ -306,6 +306,21 @@ class DuckDBSpanExporter(SpanExporter):
         except Exception:
             logger.exception("finetuner-otel: ingest into %s failed", self._settings.db_path)
         return False
+
+    def _asked_helper(self) -> bool:
+        """Ask the helper for an ingest; False when the thread must do it (never raises)."""
+        try:
+            return self._helper is not None and self._helper.request()
+        except Exception:  # a bug of ours: never the app's problem, and the thread still works
+            logger.exception("finetuner-otel: the ingest helper could not be asked to ingest")
+            return False
+
+    def _flushed_by_helper(self, wait: float, timeout: float) -> FlushOutcome | None:
+        try:
+            return None if self._helper is None else self._helper.flush(wait, timeout)
+        except Exception:
+            logger.exception("finetuner-otel: the ingest helper could not be asked to flush")
+            return None
 
     def _helper_ingested(self, outcome: FlushOutcome, wait: float) -> bool:
         if outcome.status == "ok":

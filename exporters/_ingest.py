@@ -139,6 +139,14 @@ class _Child:
         _NOT_OURS.append(self.proc)  # never collected here, so never waited for or warned of
 
 
+def _ready(fd: int, event: int, timeout: float) -> bool:
+    """Whether ``fd`` is ready for ``event`` within ``timeout`` seconds (poll, not select: an
+    app may hold more than select's 1,024 descriptors)."""
+    poller = select.poll()
+    poller.register(fd, event)
+    return bool(poller.poll(max(0, int(timeout * 1000) + 1)))
+
+
 # Popen objects inherited through fork: the process is the parent's to wait for.
 _NOT_OURS: list[subprocess.Popen[bytes]] = []
 
@@ -308,7 +316,7 @@ class IngestHelper:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                select.select([], [child.requests], [], left)
+                _ready(child.requests, select.POLLOUT, left)
 
     @staticmethod
     def _answer(child: _Child, seq: int, deadline: float) -> FlushOutcome | None:
@@ -324,8 +332,7 @@ class IngestHelper:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            ready, _, _ = select.select([child.answers], [], [], left)
-            if ready:
+            if _ready(child.answers, select.POLLIN, left):
                 chunk = os.read(child.answers, 65536)
                 if not chunk:
                     raise EOFError("the ingest helper closed its answers")
