@@ -12,6 +12,7 @@ helper's, not the app's (after 100,000 calls the app's peak RSS was 242 MB with 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import select
@@ -139,6 +140,17 @@ class _Child:
         _NOT_OURS.append(self.proc)  # never collected here, so never waited for or warned of
 
 
+def _relog(line: bytes, pid: int) -> None:
+    """Log here a record the helper sent (``log <json>``), under its logger's name and level."""
+    try:
+        fields = json.loads(line[4:])
+        logging.getLogger(str(fields["name"])).log(
+            int(fields["level"]), "%s (in the ingest helper, pid %d)", fields["message"], pid
+        )
+    except (ValueError, KeyError, TypeError):
+        logger.warning("finetuner-otel: the ingest helper (pid %d) said %r", pid, line[:200])
+
+
 def _ready(fd: int, event: int, timeout: float) -> bool:
     """Whether ``fd`` is ready for ``event`` within ``timeout`` seconds (poll, not select: an
     app may hold more than select's 1,024 descriptors)."""
@@ -207,11 +219,13 @@ class IngestHelper:
                 return False
             try:
                 os.write(child.requests, b"ingest\n")
-                return True
             except BlockingIOError:  # the pipe is full of requests: one more changes nothing
-                return True
+                pass
             except OSError as exc:
                 self._died(child, exc)
+                continue
+            self._drain(child)
+            return True
         return self.usable
 
     def flush(self, wait: float, timeout: float) -> FlushOutcome | None:
@@ -268,7 +282,9 @@ class IngestHelper:
         if child is not None or not self.usable:
             return child
         try:
-            child = _Child(self._command, helper_environment(os.environ), self._cwd)
+            level = logging.getLogger("finetuner_otel").getEffectiveLevel()
+            command = [*self._command, "--log-level", str(level)]
+            child = _Child(command, helper_environment(os.environ), self._cwd)
         except Exception as exc:  # no executable, no processes or descriptors left
             self._deaths = MAX_HELPER_DEATHS
             logger.warning(
@@ -306,6 +322,20 @@ class IngestHelper:
             logger.info("finetuner-otel: the ingest helper ended (%s); restarting it", why)
 
     @staticmethod
+    def _drain(child: _Child) -> None:
+        """Log what the helper logged since (no flush may read its pipe for a long time);
+        drop stale answers (of flushes that timed out). Never waits."""
+        while _ready(child.answers, select.POLLIN, 0):
+            chunk = os.read(child.answers, 65536)
+            if not chunk:  # ended: the next request finds it so
+                return
+            child.buffer += chunk
+        *lines, child.buffer = child.buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(b"log "):
+                _relog(line, child.proc.pid)
+
+    @staticmethod
     def _send(child: _Child, data: bytes, deadline: float) -> bool:
         """Write one request (shorter than PIPE_BUF: whole or not at all); False at the deadline."""
         while True:
@@ -325,6 +355,9 @@ class IngestHelper:
         while True:
             while b"\n" in child.buffer:
                 line, child.buffer = child.buffer.split(b"\n", 1)
+                if line.startswith(b"log "):
+                    _relog(line, child.proc.pid)
+                    continue
                 words = line.decode(errors="replace").split(" ", 5)
                 if len(words) >= 5 and words[0] == "flushed" and words[1] == str(seq):
                     message = words[5] if len(words) > 5 else ""

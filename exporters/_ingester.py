@@ -5,8 +5,9 @@
 It reads requests from its stdin, one a line: ``ingest`` (move the spool into the store if it
 is free; no answer) and ``flush <seq> <wait>`` (ingest now, waiting up to ``wait`` seconds for
 the store), answered on stdout with ``flushed <seq> <ok|busy|error> <files> <pid> <message>``.
-Requests that arrive together are served by one ingest. It ends when its stdin ends: the app
-closed it or died. It runs at a lower priority than the app (nice 5) and ignores SIGINT (a
+What it logs goes there too (``log <json>``), for the app to log with its own logging. Requests
+that arrive together are served by one ingest. It ends when its stdin ends: the app closed it
+or died. It runs at a lower priority than the app (nice 5) and ignores SIGINT (a
 Ctrl-C in the terminal is the app's to handle; the app then flushes through this helper and
 closes it).
 """
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
+import select
 import signal
 import sys
 
@@ -59,21 +62,55 @@ def serve(settings: Settings, lines: list[bytes]) -> None:
     for seq, wait in flushes:
         status, files, message = _ingest(settings, wait)
         text = " ".join(message.split())  # one line
-        os.write(1, f"flushed {seq} {status} {files} {os.getpid()} {text}\n".encode())
+        _write_all(f"flushed {seq} {status} {files} {os.getpid()} {text}\n".encode())
+
+
+def _write_all(data: bytes) -> None:
+    """An answer to the app: waited for (stdout is non-blocking, for the log records)."""
+    while data:
+        try:
+            data = data[os.write(1, data) :]
+        except BlockingIOError:
+            select.select([], [1], [])
+
+
+class ToApp(logging.Handler):
+    """Each record to the app over stdout (``log <json>``, one line), which logs it with its own
+    logging: its handlers and levels, as if ingest ran there. Never waits for the app: when the
+    pipe is full (no flush reads it), the record goes to stderr instead."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            data = _log_line(record, text)
+            if len(data) > select.PIPE_BUF:  # written whole or not at all only up to PIPE_BUF
+                data = _log_line(record, text[:500] + " [...]")
+            try:
+                os.write(1, data)
+            except BlockingIOError:
+                sys.stderr.write(f"finetuner-otel ingest helper (pid {os.getpid()}): {text}\n")
+        except BrokenPipeError:
+            pass
+        except Exception:
+            self.handleError(record)
+
+
+def _log_line(record: logging.LogRecord, text: str) -> bytes:
+    fields = {"level": record.levelno, "name": record.name, "message": text}
+    return b"log " + json.dumps(fields).encode() + b"\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m " + __spec__.name if __spec__ else None)
     parser.add_argument("--db", help="the store as the app gave it (default: FINETUNER_DB)")
     parser.add_argument("--spool-dir", required=True, help="the spool, as the exporter resolved it")
+    parser.add_argument("--log-level", type=int, default=logging.WARNING, help="the app's level")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(AttributeError, OSError):
         os.nice(NICE)
-    logging.basicConfig(
-        level=logging.WARNING,
-        format=f"finetuner-otel ingest helper (pid {os.getpid()}): %(message)s",
-    )
+    os.set_blocking(1, False)
+    logging.basicConfig(level=args.log_level, handlers=[ToApp()], format="%(message)s")
     settings = Settings.load(args.db, spool_dir=args.spool_dir)
     buffer = b""
     while True:

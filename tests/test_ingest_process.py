@@ -308,3 +308,21 @@ def test_a_forked_child_starts_a_helper_of_its_own(tmp_path: Path) -> None:
     assert exporter.force_flush()
     assert exporter.ingest_pid == parents and _count(db, "parent again") == 1
     exporter.shutdown()
+
+
+def test_what_the_helper_logs_is_logged_by_the_app(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "s.duckdb"
+    exporter = DuckDBSpanExporter(db, ingest_interval=3600)
+    spool = exporter.settings.spool_dir
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / "00000000000000000001-1-1-0.jsonl").write_text('{"id": "torn')
+    exporter.export(_spans(2))
+    with caplog.at_level(logging.WARNING):
+        assert exporter.force_flush()
+    [record] = [r for r in caplog.records if "could not be ingested" in r.getMessage()]
+    assert record.name.startswith("finetuner_otel.store")  # as if ingest had run here
+    assert f"(in the ingest helper, pid {exporter.ingest_pid})" in record.getMessage()
+    assert _count(db) == 2
+    exporter.shutdown()
