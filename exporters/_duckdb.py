@@ -304,7 +304,7 @@ class DuckDBSpanExporter(SpanExporter):
             log = logger.debug if wait == 0 else logger.warning
             log("finetuner-otel: spool kept for a later ingest: %s", exc)
         except Exception:
-            logger.exception("finetuner-otel: ingest into %s failed", self._settings.db_path)
+            logger.exception("finetuner-otel: ingest into %s failed", self._settings.location)
         return False
 
     def _asked_helper(self) -> bool:
@@ -328,7 +328,7 @@ class DuckDBSpanExporter(SpanExporter):
                 "finetuner-otel: the ingest helper (pid %d) moved %d spool files into %s",
                 outcome.pid,
                 outcome.files,
-                self._settings.db_path,
+                self._settings.location,
             )
             return True
         if outcome.status == "busy":
@@ -344,7 +344,7 @@ class DuckDBSpanExporter(SpanExporter):
         else:
             logger.error(
                 "finetuner-otel: ingest into %s failed in the ingest helper (pid %d): %s",
-                self._settings.db_path,
+                self._settings.location,
                 outcome.pid,
                 outcome.message,
             )

@@ -182,7 +182,7 @@ class IngestHelper:
         if db is not None:
             self._command += ["--db", db]
         self._cwd = os.getcwd()
-        self._db = settings.db_path
+        self._db = settings.location
         self._child: _Child | None = None
         self._finalizer: weakref.finalize[[float], IngestHelper] | None = None
         self._deaths = 0

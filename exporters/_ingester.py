@@ -39,7 +39,7 @@ def _ingest(settings: Settings, wait: float) -> tuple[str, int, str]:
     except StoreError as exc:  # locked, or stopped by the machine: the app logs it at a flush
         return "busy", 0, str(exc)
     except Exception as exc:  # a bug: said here, with its traceback, and to the app
-        logger.exception("finetuner-otel: ingest into %s failed", settings.db_path)
+        logger.exception("finetuner-otel: ingest into %s failed", settings.location)
         return "error", 0, f"{type(exc).__name__}: {exc}"
 
 
