@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # The torch build the local-trainer tests run on (a CPU build where one is at hand).
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test check lint bench bench-peers bench-instr screenshots clean frameworks
+.PHONY: demo test check lint bench bench-peers bench-instr bench-iceberg screenshots clean frameworks
 
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
@@ -60,6 +60,11 @@ bench-instr: $(BIN)/.installed
 	@command -v valgrind >/dev/null || { echo "bench-instr needs valgrind: apt-get install -y valgrind"; exit 1; }
 	$(PIP) -e '.[bench]' '$(TORCH)'
 	$(BIN)/python tests/benchmarks/instr.py --page docs/performance.md
+
+# The Iceberg store beside the DuckDB file: receivers (1, 2, 4) and queries over 100,000 calls,
+# on a throwaway PostgreSQL server (Debian's postgresql).
+bench-iceberg: $(BIN)/.installed
+	$(BIN)/python tests/benchmarks/iceberg.py
 
 # The pictures of `finetuner ui` in README.md (docs/ui-*.png), in Debian's headless chromium.
 screenshots: $(BIN)/.installed

@@ -10,13 +10,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from finetuner_otel.store.spool import CallRecord, encode_row, write_spool
 from finetuner_otel.testing import OpenAIServer, Reply
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _otlp_requests import chat_attributes, export_request, span
+from _fleet import free_port, send, start_receiver, stop
 from _postgres import Postgres
 
 _T0 = 1_780_000_000 * 10**9
@@ -250,76 +247,6 @@ def test_compaction_keeps_every_row_and_leaves_fewer_files(lake: str, tmp_path: 
     assert store.sql("SELECT id, dataset, started_at FROM calls ORDER BY id").rows == before
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _receiver(lake: str, spool: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FINETUNER_SPOOL_DIR": str(spool), "FINETUNER_INGEST_INTERVAL": "0.3"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "finetuner_otel.cli", "--db", lake, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its ingest helper dies with it under killpg
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:  # serving (the port is bound before the server runs): an empty export answered
-            _post(port, export_request())
-            return process
-        except OSError:
-            if process.poll() is not None:
-                raise AssertionError(
-                    process.stderr.read().decode() if process.stderr else ""
-                ) from None
-            time.sleep(0.1)
-    raise AssertionError("the receiver did not start")
-
-
-def _post(port: int, body: bytes) -> int:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/traces",
-        data=body,
-        headers={"content-type": "application/x-protobuf"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as reply:
-        return int(reply.status)
-
-
-def _send(
-    port: int, first_id: int, spans: int, progress: list[int], slot: int, per_request: int = 10
-) -> None:
-    """Post ``spans`` spans in requests of ``per_request``; ``progress[slot]``: the number the
-    receiver accepted so far."""
-    for start in range(first_id, first_id + spans, per_request):
-        body = export_request(
-            *[
-                span(i, chat_attributes("fleet", answer=f"a{i}"))
-                for i in range(start, start + per_request)
-            ]
-        )
-        try:
-            if _post(port, body) == 200:
-                progress[slot] += per_request
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return  # the receiver is gone: what it did not answer was not accepted
-
-
-def _stop(process: subprocess.Popen[bytes]) -> str:
-    """Ctrl-C, as a person stops serve: it stops, flushes the spool into the store; its stderr."""
-    process.send_signal(signal.SIGINT)
-    try:
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:  # pragma: no cover
-            os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 0, err.decode()
-    return err.decode()
-
-
 def _run_the_fleet(
     lake: str, spools: list[Path], ports: list[int], receivers: list[subprocess.Popen[bytes]]
 ) -> tuple[list[int], list[str]]:
@@ -328,7 +255,7 @@ def _run_the_fleet(
     on its spool and stop it."""
     accepted = [0] * len(receivers)
     senders = [
-        threading.Thread(target=_send, args=(ports[i], 1 + i * 100_000, 400, accepted, i))
+        threading.Thread(target=send, args=(ports[i], 1 + i * 100_000, 400, accepted, i))
         for i in range(len(receivers))
     ]
     for t in senders:
@@ -343,9 +270,9 @@ def _run_the_fleet(
     receivers[-1].communicate()
     for t in senders:
         t.join()
-    logs = [_stop(process) for process in receivers[:-1]]
-    again = _receiver(lake, victim_spool, ports[-1])  # back on the same spool
-    logs.append(_stop(again))
+    logs = [stop(process) for process in receivers[:-1]]
+    again = start_receiver(lake, victim_spool, ports[-1])  # back on the same spool
+    logs.append(stop(again))
     return accepted, logs
 
 
@@ -356,8 +283,8 @@ def test_four_receivers_at_once_with_a_reader_and_one_killed_mid_ingest(
     ingest helper) killed by SIGKILL while it ingests, then started again on its spool:
     rows = spans accepted, none doubled, none lost."""
     spools = [tmp_path / f"spool{i}" for i in range(4)]
-    ports = [_free_port() for _ in spools]
-    receivers = [_receiver(lake, s, p) for s, p in zip(spools, ports, strict=True)]
+    ports = [free_port() for _ in spools]
+    receivers = [start_receiver(lake, s, p) for s, p in zip(spools, ports, strict=True)]
     Store(lake, spool_dir=tmp_path / "reader").ingest()  # nothing: makes nothing
     seen: list[tuple[int, int]] = []
     reader_errors: list[BaseException] = []
