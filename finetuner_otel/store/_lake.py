@@ -24,13 +24,17 @@ DuckDB reads them through Arrow, so a dataset is still plain DuckDB SQL.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import fcntl
 import functools
+import itertools
 import logging
 import os
 import random
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -42,7 +46,7 @@ import duckdb
 from .._errors import ConfigurationError, StoreError, StoreLockedError
 from .._settings import Lake
 from ._connection import _BOUNDED_CONFIG, _CONFIG, _SANDBOX_CONFIG, _seal, private_dir
-from ._schema import MIGRATIONS, MIGRATIONS_TABLE, VIEWS_TABLE, migrate, views_sha256, views_sql
+from ._schema import MIGRATIONS_TABLE, VIEWS_TABLE, migrate
 from ._spool import (
     _batches,
     _ingest_batch,
@@ -153,6 +157,50 @@ def _template() -> tuple[dict[str, list[tuple[str, str]]], dict[str, list[str]],
     finally:
         con.close()
     return columns, keys, schemas
+
+
+_template_guard = threading.Lock()
+_template_files: dict[int, Path] = {}
+_scratch_names = itertools.count()
+
+
+def _template_file() -> Path:
+    """A DuckDB file of this version's schema, empty: tables, views and macros as migrate()
+    makes them (views.sql alone takes 90 ms to apply, a read of the lake 1). One per process,
+    in an owner-only temporary folder removed at exit."""
+    with _template_guard:
+        path = _template_files.get(os.getpid())
+        if path is not None and path.exists():
+            return path
+        folder = Path(tempfile.mkdtemp(prefix="finetuner-lake-"))
+        atexit.register(shutil.rmtree, folder, True)
+        path = folder / "schema.duckdb"
+        con = duckdb.connect(str(path), config=dict(_CONFIG))
+        try:
+            migrate(con, "the Iceberg store's schema")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        _template_files[os.getpid()] = path
+        return path
+
+
+@contextlib.contextmanager
+def _scratch(config: dict[str, Any]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A writable copy of the schema's file, for one ingest or transaction; deleted after."""
+    template = _template_file()
+    path = template.with_name(f"scratch-{os.getpid()}-{next(_scratch_names)}.duckdb")
+    shutil.copyfile(template, path)
+    try:
+        con = duckdb.connect(str(path), config={**config, "temp_directory": str(path) + ".tmp"})
+        try:
+            yield con
+        finally:
+            con.close()
+    finally:
+        for leftover in (path, path.with_name(path.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        shutil.rmtree(str(path) + ".tmp", ignore_errors=True)
 
 
 def _with_utc(schema: pa.Schema) -> pa.Schema:
@@ -297,9 +345,10 @@ class LakeStore:
         """A sandboxed in-memory DuckDB whose tables are the lake's, as of now, and whose views
         are views.sql's: it can read nothing else, write nothing, change no setting."""
         tables = self._load()
-        con = duckdb.connect(":memory:", config=dict(_SANDBOX_CONFIG))
+        con = duckdb.connect(str(_template_file()), read_only=True, config=dict(_SANDBOX_CONFIG))
         try:
-            _mount(con, tables)
+            for name, table in tables.items():
+                _mount_table(con, name, table)
             _seal(con)
             yield con
         finally:
@@ -341,10 +390,8 @@ class LakeStore:
             return 0
         self.ensure()
         done = 0
-        with _spool_lock(spool_dir, wait):
-            con = duckdb.connect(":memory:", config={**_BOUNDED_CONFIG, **_CONFIG})
+        with _spool_lock(spool_dir, wait), _scratch({**_BOUNDED_CONFIG, **_CONFIG}) as con:
             try:
-                migrate(con, self.lake.display)
 
                 def publish() -> None:
                     rows = con.sql(f"SELECT * FROM {CALLS}").to_arrow_table()
@@ -362,8 +409,6 @@ class LakeStore:
                 raise
             except (duckdb.Error, OSError, MemoryError) as exc:
                 raise _machine_error(exc) from exc
-            finally:
-                con.close()
         _remove_stale_tmp(spool_dir)
         return done
 
@@ -374,16 +419,13 @@ class LakeStore:
         """A write connection for the record modules: the small tables copied into memory (with
         their keys), recorded_calls readable; what the block changed is committed at its end."""
         tables = self.ensure()
-        con = duckdb.connect(":memory:", config=dict(_CONFIG))
-        try:
-            migrate(con, self.lake.display)
+        with _scratch(dict(_CONFIG)) as con:
             for name in _COMMIT_ORDER:
                 con.register("_lake_rows", _read_all(tables[name], name))
                 con.execute(f"INSERT INTO {name} SELECT * FROM _lake_rows")
                 con.unregister("_lake_rows")
                 con.execute(f"CREATE TEMP TABLE _before_{name} AS SELECT * FROM {name}")
-            con.execute(f"DROP TABLE {CALLS}")
-            _mount_table(con, CALLS, tables[CALLS])
+            _mount_table(con, CALLS, tables[CALLS])  # a temporary view over the main table
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
@@ -394,8 +436,6 @@ class LakeStore:
                 raise
             for name in _COMMIT_ORDER:
                 self._commit_changes(con, name, tables[name])
-        finally:
-            con.close()
 
     def _commit_changes(self, con: duckdb.DuckDBPyConnection, name: str, table: Table) -> None:
         from pyiceberg.exceptions import CommitFailedException
@@ -542,24 +582,11 @@ def _rebase(
         con.close()
 
 
-def _mount(con: duckdb.DuckDBPyConnection, tables: dict[str, Table]) -> None:
-    """Each table as a view over its data files, views.sql over those, and the schema's
-    bookkeeping as this version's (the lake's tables are made to it)."""
-    for name, table in tables.items():
-        _mount_table(con, name, table)
-    con.execute(f"CREATE TABLE {MIGRATIONS_TABLE} (name VARCHAR, applied_at TIMESTAMPTZ)")
-    con.executemany(
-        f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, current_timestamp)",
-        [[name] for name, _ in MIGRATIONS],
-    )
-    con.execute(f"CREATE TABLE {VIEWS_TABLE} (sha256 VARCHAR, applied_at TIMESTAMPTZ)")
-    con.execute(f"INSERT INTO {VIEWS_TABLE} VALUES (?, current_timestamp)", [views_sha256()])
-    con.execute(views_sql())
-
-
 def _mount_table(con: duckdb.DuckDBPyConnection, name: str, table: Table) -> None:
-    """``name`` as a view over the table's current data files (a pyarrow dataset, so DuckDB
-    pushes projections and filters into the Parquet scan), typed as a DuckDB store types it."""
+    """``name`` as a temporary view over the table's current data files (a pyarrow dataset, so
+    DuckDB pushes projections and filters into the Parquet scan), typed as a DuckDB store types
+    it. Temporary objects come first in DuckDB's search path, so the schema file's views read
+    it, not the empty table of the same name."""
     source = f"_lake_{name}"
     con.register(source, _arrow_source(table, name))
     found = {
@@ -569,7 +596,7 @@ def _mount_table(con: duckdb.DuckDBPyConnection, name: str, table: Table) -> Non
         f'"{c}"' if found.get(c) == t else f'CAST("{c}" AS {t}) AS "{c}"'
         for c, t in _template()[0][name]
     )
-    con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM {source}")
+    con.execute(f"CREATE TEMP VIEW {name} AS SELECT {select} FROM {source}")
 
 
 def _arrow_source(table: Table, name: str) -> Any:
