@@ -351,6 +351,41 @@ def test_feedback_from_two_processes_at_once_is_all_kept(lake: str, tmp_path: Pa
     assert store.sql("SELECT count(*), count(DISTINCT call_id) FROM feedback").rows == [(12, 12)]
 
 
+_UPSERTER = """
+import sys
+from finetuner_otel import Store
+store = Store(sys.argv[1], spool_dir=sys.argv[2])
+for n in range(8):
+    with store.transaction() as con:  # as the eval runner keeps its cache
+        con.execute(
+            "INSERT OR REPLACE INTO eval_cache (key, model, answer) "
+            "VALUES (?, 'm', ?), (?, 'm', ?)",
+            ["shared", f'"{sys.argv[3]}-{n}"', f"{sys.argv[3]}-{n}", '"own"'],
+        )
+"""
+
+
+def test_upserts_of_one_key_from_two_processes_keep_one_row_the_last(
+    lake: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    write_spool(spool, [_line(0)])
+    Store(lake, spool_dir=spool).ingest()
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _UPSERTER, lake, str(tmp_path / f"s{i}"), f"w{i}"],
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    errors = [w.communicate(timeout=300)[1].decode() for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    rows = Store(lake, spool_dir=spool).sql("SELECT key, answer FROM eval_cache").rows
+    answers = {key: json.loads(answer) for key, answer in rows}
+    assert len(rows) == len(answers) == 17  # "shared" once, and each writer's 8 keys
+    assert answers["shared"] in {"w0-7", "w1-7"}  # the last write of one of them
+
+
 def test_the_cli_reads_and_writes_the_lake(lake: str, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     write_spool(spool, [_line(n, dataset="cli") for n in range(5)])

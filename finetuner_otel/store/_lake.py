@@ -454,9 +454,9 @@ class LakeStore:
             if not first:
                 table = catalog(self.lake).load_table(self._identifier(name))
             first = False
-            merged = _rebase(name, key, _read_all(table, name), added, removed, self.lake)
+            merged = _rebase(name, key, _read_all(table, name), added, removed)
             try:
-                if removed.num_rows == 0:
+                if merged is None:
                     table.append(_conform(added, name))
                 else:
                     table.overwrite(_conform(merged, name))
@@ -545,39 +545,36 @@ def _read_all(table: Table, name: str) -> pa.Table:
 
 
 def _rebase(
-    name: str, key: list[str], current: pa.Table, added: pa.Table, removed: pa.Table, lake: Lake
-) -> pa.Table:
-    """The table's rows after this transaction's change is applied to ``current``: every row it
-    removed (or replaced) must still be there, and no added row's key may be taken."""
+    name: str, key: list[str], current: pa.Table, added: pa.Table, removed: pa.Table
+) -> pa.Table | None:
+    """The table's rows once this transaction's change is applied to ``current`` (what other
+    writers committed meanwhile), or None when appending ``added`` to it is that change.
+
+    A keyed table is rebased as its upserts run on a DuckDB file one after another: the last
+    writer of a key wins (a job's status, an eval run rewritten, a cache entry), and a row this
+    change deleted is gone whoever deleted it first. A table without a key (feedback, a job's
+    history) only ever grows, and loses exactly the rows this change removed."""
     con = duckdb.connect(":memory:", config=dict(_CONFIG))
     try:
         con.register("cur", current)
         con.register("add", _conform(added, name))
         con.register("del", _conform(removed, name))
-        ((gone,),) = con.execute(
-            "SELECT count(*) FROM (SELECT * FROM del EXCEPT ALL SELECT * FROM cur)"
-        ).fetchall()
-        if gone:
-            raise StoreError(
-                f"{name} in {lake.display} was changed by another writer while this one changed "
-                f"the same rows; nothing of this change was committed to {name}, try again"
-            )
-        con.execute(
-            "CREATE TEMP TABLE merged AS "
-            "(SELECT * FROM cur EXCEPT ALL SELECT * FROM del) UNION ALL SELECT * FROM add"
-        ).fetchall()
         if key:
             cols = ", ".join(f'"{c}"' for c in key)
-            ((clash,),) = con.execute(
-                f"SELECT count(*) FROM (SELECT {cols} FROM merged GROUP BY ALL HAVING count(*) > 1)"
+            ((taken,),) = con.execute(
+                f"SELECT count(*) FROM cur WHERE ({cols}) IN (SELECT ({cols}) FROM add)"
             ).fetchall()
-            if clash:
-                raise StoreError(
-                    f"another writer stored a row of {name} in {lake.display} with the same key "
-                    f"({', '.join(key)}) as this one; nothing of this change was committed to "
-                    f"{name}, try again"
-                )
-        return con.sql("SELECT * FROM merged").to_arrow_table()
+            if not taken and removed.num_rows == 0:
+                return None
+            return con.sql(
+                f"SELECT * FROM cur WHERE ({cols}) NOT IN (SELECT ({cols}) FROM add "
+                f"UNION ALL SELECT ({cols}) FROM del) UNION ALL SELECT * FROM add"
+            ).to_arrow_table()
+        if removed.num_rows == 0:
+            return None
+        return con.sql(
+            "(SELECT * FROM cur EXCEPT ALL SELECT * FROM del) UNION ALL SELECT * FROM add"
+        ).to_arrow_table()
     finally:
         con.close()
 
