@@ -6,6 +6,7 @@ import collections
 import itertools
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -90,7 +91,9 @@ class DuckDBSpanExporter(SpanExporter):
             if redact is not None
             else from_environment(os.environ.get("FINETUNER_REDACT"))
         )
-        self._last_ingest = time.monotonic()
+        # The first spooled batch asks for an ingest at once, which starts the helper (or the
+        # thread) that then also takes in what later batches leave between requests.
+        self._last_ingest = -math.inf
         self._spooled_since_ingest = 0
         self._shutdown = False
         self._spans_dropped = 0
@@ -267,10 +270,16 @@ class DuckDBSpanExporter(SpanExporter):
 
     def _ingest_loop(self) -> None:
         wake = self._wake
+        interval = max(self._settings.ingest_interval, 0.05)
         while True:
             with wake:
                 while not self._ingest_requested and not self._stopping:
-                    wake.wait()
+                    if not wake.wait(interval) and self._spooled_since_ingest:
+                        # Spooled after the last request, and nothing since (a burst, then
+                        # quiet): taken in now, not when the next span comes or at exit.
+                        self._spooled_since_ingest = 0
+                        self._last_ingest = time.monotonic()
+                        break
                 if self._stopping:
                     return
                 self._ingest_requested = False

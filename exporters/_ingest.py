@@ -179,8 +179,10 @@ class IngestHelper:
             "--spool-dir",
             str(settings.spool_dir),
         ]
-        if db is not None:
-            self._command += ["--db", db]
+        # The store goes in the helper's environment, not its command line: a lake's URL may
+        # hold a password, and anyone on the machine can read a command line.
+        self._store = db
+        self._interval = settings.ingest_interval
         self._cwd = os.getcwd()
         self._db = settings.location
         self._child: _Child | None = None
@@ -283,8 +285,17 @@ class IngestHelper:
             return child
         try:
             level = logging.getLogger("finetuner_otel").getEffectiveLevel()
-            command = [*self._command, "--log-level", str(level)]
-            child = _Child(command, helper_environment(os.environ), self._cwd)
+            command = [
+                *self._command,
+                "--log-level",
+                str(level),
+                "--interval",
+                repr(self._interval),
+            ]
+            env = helper_environment(os.environ)
+            if self._store is not None:
+                env["FINETUNER_DB"] = self._store
+            child = _Child(command, env, self._cwd)
         except Exception as exc:  # no executable, no processes or descriptors left
             self._deaths = MAX_HELPER_DEATHS
             logger.warning(

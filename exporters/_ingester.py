@@ -1,6 +1,9 @@
 """The ingest helper process, started by an exporter (``_ingest.IngestHelper``), one per exporter:
 
-    python -m finetuner_otel.exporters._ingester [--db D] --spool-dir S
+    python -m finetuner_otel.exporters._ingester --spool-dir S [--interval SECONDS]
+
+The store is the one in its FINETUNER_DB (the app puts there the store it was given: a lake's
+URL may hold a password, and a command line is anyone's to read).
 
 It reads requests from its stdin, one a line: ``ingest`` (move the spool into the store if it
 is free; no answer) and ``flush <seq> <wait>`` (ingest now, waiting up to ``wait`` seconds for
@@ -26,6 +29,7 @@ import sys
 from finetuner_otel._errors import StoreError
 from finetuner_otel._settings import Settings
 from finetuner_otel.exporters._ingest import ingest_spool
+from finetuner_otel.store.spool import pending
 
 logger = logging.getLogger("finetuner_otel.exporters")
 
@@ -102,18 +106,29 @@ def _log_line(record: logging.LogRecord, text: str) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m " + __spec__.name if __spec__ else None)
-    parser.add_argument("--db", help="the store as the app gave it (default: FINETUNER_DB)")
     parser.add_argument("--spool-dir", required=True, help="the spool, as the exporter resolved it")
     parser.add_argument("--log-level", type=int, default=logging.WARNING, help="the app's level")
+    parser.add_argument(
+        "--interval", type=float, default=None, help="the exporter's ingest interval, seconds"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(AttributeError, OSError):
         os.nice(NICE)
     os.set_blocking(1, False)
     logging.basicConfig(level=args.log_level, handlers=[ToApp()], format="%(message)s")
-    settings = Settings.load(args.db, spool_dir=args.spool_dir)
+    settings = Settings.load(None, spool_dir=args.spool_dir, ingest_interval=args.interval)
+    # Spans spooled after the app's last request (a burst, then quiet) are taken in after one
+    # interval without requests, not left in the spool until the app's next span or its exit.
+    idle = select.poll()
+    idle.register(0, select.POLLIN)
+    timeout_ms = max(int(settings.ingest_interval * 1000), 50)
     buffer = b""
     while True:
+        if not idle.poll(timeout_ms):
+            if pending(settings.spool_dir):
+                _ingest(settings, 0.0)
+            continue
         chunk = os.read(0, 65536)
         if not chunk:  # the app closed our stdin, or died
             return 0

@@ -326,3 +326,27 @@ def test_what_the_helper_logs_is_logged_by_the_app(
     assert f"(in the ingest helper, pid {exporter.ingest_pid})" in record.getMessage()
     assert _count(db) == 2
     exporter.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_the_last_spans_of_a_burst_are_taken_in_without_a_flush(tmp_path: Path, mode: str) -> None:
+    """Spans exported after the last ingest request, then nothing: the helper (or the thread)
+    takes them in after one quiet interval, so a reader elsewhere sees them (a receiver of an
+    Iceberg store has no other way to bring its spool to readers on other machines)."""
+    db = tmp_path / "s.duckdb"
+    exporter = DuckDBSpanExporter(db, ingest_interval=2.0, ingest=mode)
+    try:
+        exporter.export(_spans(2, "first"))  # the first batch asks for an ingest at once
+        assert exporter.force_flush()
+        exporter.export(_spans(3, "last"))  # within the interval of that request: asks nothing
+        deadline = time.monotonic() + 20
+        counted = 0
+        while time.monotonic() < deadline:
+            if db.exists():
+                counted = int(Store(db, read_only=True).sql("SELECT count(*) FROM calls")[0][0])
+                if counted == 5:
+                    break
+            time.sleep(0.1)
+        assert counted == 5
+    finally:
+        exporter.shutdown()

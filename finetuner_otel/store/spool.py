@@ -10,6 +10,7 @@ the lake. ``write_private`` writes any other file the same owner-only way.
 
 from ._lake import ingest_into as ingest
 from ._rows import CallRecord, JSONValue, encode_row, parse_json
+from ._spool import pending_files as pending
 from ._spool import write_private, write_spool
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "encode_row",
     "ingest",
     "parse_json",
+    "pending",
     "write_private",
     "write_spool",
 ]
