@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -241,9 +242,16 @@ def test_compaction_keeps_every_row_and_leaves_fewer_files(lake: str, tmp_path: 
         write_spool(spool, [_line(n, day=n % 2) for n in range(start, start + 10)])
         store.ingest()
     before = store.sql("SELECT id, dataset, started_at FROM calls ORDER BY id").rows
+    data = sorted((tmp_path / "wh").rglob("*.parquet"))
+    orphan = data[0].with_name("00000-orphan-of-a-lost-race.parquet")
+    shutil.copyfile(data[0], orphan)  # written, never committed
     report = store.compact(min_files=4)
     assert report["partitions_rewritten"] == 2  # two days of one dataset
     assert report["files_before"] == 20 and report["files_after"] == 2
+    assert report["orphans_removed"] == 0 and orphan.exists()  # too young to be sure
+    assert store.sql("SELECT id, dataset, started_at FROM calls ORDER BY id").rows == before
+    report = store.compact(min_files=4, orphans_older_than=timedelta(0))
+    assert report["orphans_removed"] >= 1 and not orphan.exists()
     assert store.sql("SELECT id, dataset, started_at FROM calls ORDER BY id").rows == before
 
 

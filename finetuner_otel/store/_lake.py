@@ -274,7 +274,10 @@ class LakeStore:
         needed. Two processes making them at once: the catalog lets one win, and the other
         finds its tables on the next try."""
         if self._ensured:
-            return self._load()
+            loaded = self._load()
+            if all(table is not None for table in loaded.values()):
+                return {name: table for name, table in loaded.items() if table is not None}
+            self._ensured = False  # dropped meanwhile: made again
         for attempt in range(5):
             try:
                 tables = self._make_tables()
@@ -325,18 +328,22 @@ class LakeStore:
                     spec.add_identity("dataset")
                     spec.add_field("started_at", DayTransform(), "day")
 
-    def _load(self) -> dict[str, Table]:
-        """Every table at its newest snapshot."""
-        cat = catalog(self.lake)
-        names = _template()[0]
-        try:
-            return {name: cat.load_table(self._identifier(name)) for name in names}
-        except Exception as exc:
-            from pyiceberg.exceptions import NoSuchTableError
+    def _load(self) -> dict[str, Table | None]:
+        """Every table at its newest snapshot; None for one not made yet (by a newer version's
+        table that this lake's writers have not made: it reads as empty, and nothing is made)."""
+        from pyiceberg.exceptions import NoSuchTableError
 
-            if isinstance(exc, NoSuchTableError):
-                return self.ensure()
+        cat = catalog(self.lake)
+        tables: dict[str, Table | None] = {}
+        try:
+            for name in _template()[0]:
+                try:
+                    tables[name] = cat.load_table(self._identifier(name))
+                except NoSuchTableError:
+                    tables[name] = None
+        except Exception as exc:
             raise StoreError(f"cannot read the tables of {self.lake.display}: {exc}") from exc
+        return tables
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -466,11 +473,14 @@ class LakeStore:
 
     # -- operations -------------------------------------------------------------------------
 
-    def compact(self, *, min_files: int = 8) -> dict[str, int]:
+    def compact(
+        self, *, min_files: int = 8, orphans_older_than: dt.timedelta = dt.timedelta(days=1)
+    ) -> dict[str, int]:
         """Rewrite each partition of recorded_calls that has ``min_files`` data files or more
-        as one file (a receiver commits a small file per ingest); then expire the snapshots
-        older than an hour, and delete the data files no snapshot refers to that are older than
-        a day. Returns the partitions rewritten and the files before and after."""
+        as one file (a receiver commits a small file per ingest); then expire every table's
+        snapshots older than an hour, and delete the data files no snapshot refers to that are
+        older than ``orphans_older_than``. Returns the partitions rewritten, the files before
+        and after, and the orphans removed."""
         from pyiceberg.exceptions import CommitFailedException
         from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
@@ -504,13 +514,52 @@ class LakeStore:
                 break
         table = catalog(self.lake).load_table(self._identifier(CALLS))
         after = len(list(table.scan().plan_files()))
-        self._expire(table)
-        return {"partitions_rewritten": rewritten, "files_before": before, "files_after": after}
+        orphans = 0
+        for name in _template()[0]:
+            table = catalog(self.lake).load_table(self._identifier(name))
+            self._expire(table)
+            orphans += remove_orphans(
+                catalog(self.lake).load_table(self._identifier(name)), orphans_older_than
+            )
+        return {
+            "partitions_rewritten": rewritten,
+            "files_before": before,
+            "files_after": after,
+            "orphans_removed": orphans,
+        }
 
     def _expire(self, table: Table) -> None:
         cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
-        with contextlib.suppress(Exception):  # an older snapshot being read elsewhere is fine
+        with contextlib.suppress(Exception):  # lost a race with another writer: next time
             table.maintenance.expire_snapshots().older_than(cutoff).commit()
+
+
+def remove_orphans(table: Table, older_than: dt.timedelta) -> int:
+    """Delete the table's data files that no snapshot refers to and that are older than
+    ``older_than``: those of a commit that lost its race (pyiceberg writes the files first), or
+    of a writer killed before its commit, and those that compaction replaced once their
+    snapshots expired. Younger ones may be a commit still under way. Returns how many."""
+    import pyarrow.fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(table.location())
+    referenced = {
+        pafs.FileSystem.from_uri(path)[1]
+        for path in table.inspect.all_files()["file_path"].to_pylist()
+    }
+    cutoff = dt.datetime.now(dt.timezone.utc) - older_than
+    found = filesystem.get_file_info(
+        pafs.FileSelector(f"{root}/data", recursive=True, allow_not_found=True)
+    )
+    removed = 0
+    for info in found:
+        if info.type != pafs.FileType.File or info.path in referenced:
+            continue
+        mtime = info.mtime
+        if mtime is not None and mtime.replace(tzinfo=mtime.tzinfo or dt.timezone.utc) > cutoff:
+            continue
+        filesystem.delete_file(info.path)
+        removed += 1
+    return removed
 
 
 _TABLE_PROPERTIES = {
@@ -579,7 +628,7 @@ def _rebase(
         con.close()
 
 
-def _mount_table(con: duckdb.DuckDBPyConnection, name: str, table: Table) -> None:
+def _mount_table(con: duckdb.DuckDBPyConnection, name: str, table: Table | None) -> None:
     """``name`` as a temporary view over the table's current data files (a pyarrow dataset, so
     DuckDB pushes projections and filters into the Parquet scan), typed as a DuckDB store types
     it. Temporary objects come first in DuckDB's search path, so the schema file's views read
@@ -596,12 +645,12 @@ def _mount_table(con: duckdb.DuckDBPyConnection, name: str, table: Table) -> Non
     con.execute(f"CREATE TEMP VIEW {name} AS SELECT {select} FROM {source}")
 
 
-def _arrow_source(table: Table, name: str) -> Any:
+def _arrow_source(table: Table | None, name: str) -> Any:
     import pyarrow.dataset as ds
     import pyarrow.fs as pafs
 
     schema = _with_utc(_template()[2][name])
-    if table.current_snapshot() is None:
+    if table is None or table.current_snapshot() is None:
         return schema.empty_table()
     tasks = list(table.scan().plan_files())
     if any(task.delete_files for task in tasks):  # written by another engine: let pyiceberg merge

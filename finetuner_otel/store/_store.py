@@ -9,7 +9,7 @@ import logging
 import os
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -200,17 +200,20 @@ class Store:
             self._settings.store, self.spool_dir, wait=self._wait if wait is None else wait
         )
 
-    def compact(self, *, min_files: int = 8) -> dict[str, int]:
+    def compact(
+        self, *, min_files: int = 8, orphans_older_than: timedelta = timedelta(days=1)
+    ) -> dict[str, int]:
         """An Iceberg store's upkeep: rewrite each partition (dataset, day) of ``min_files``
-        data files or more as one, and expire snapshots older than an hour. A DuckDB file
-        needs none (``CHECKPOINT`` is automatic)."""
+        data files or more as one, expire snapshots older than an hour, and delete data files
+        no snapshot refers to once they are ``orphans_older_than`` old (a commit that lost its
+        race, a writer killed before its commit). A DuckDB file needs none."""
         self._refuse_writes("compact")
         if self._lake is None:
             raise StoreError(
                 f"compact() is for an Iceberg store; the DuckDB file {self.location} needs none"
             )
         self._refresh()
-        return self._lake.compact(min_files=min_files)
+        return self._lake.compact(min_files=min_files, orphans_older_than=orphans_older_than)
 
     def pending(self) -> int:
         """Spool files not yet ingested."""
