@@ -251,7 +251,6 @@ class LakeStore:
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
-        self._ensured = False
 
     # -- tables -----------------------------------------------------------------------------
 
@@ -273,11 +272,11 @@ class LakeStore:
         """Every table at its newest snapshot, made (or given this version's new columns) where
         needed. Two processes making them at once: the catalog lets one win, and the other
         finds its tables on the next try."""
-        if self._ensured:
+        if self.lake in _ensured:
             loaded = self._load()
             if all(table is not None for table in loaded.values()):
                 return {name: table for name, table in loaded.items() if table is not None}
-            self._ensured = False  # dropped meanwhile: made again
+            _ensured.discard(self.lake)  # dropped meanwhile: made again
         for attempt in range(5):
             try:
                 tables = self._make_tables()
@@ -290,7 +289,7 @@ class LakeStore:
                         f"cannot make the tables of {self.lake.display}: {exc}"
                     ) from exc
                 time.sleep(0.05 * (attempt + 1) * (0.5 + random.random()))
-        self._ensured = True
+        _ensured.add(self.lake)
         return tables
 
     def _make_tables(self) -> dict[str, Table]:
@@ -395,7 +394,8 @@ class LakeStore:
         before its files are deleted. One ingest of a spool folder at a time (a lock file)."""
         if not pending_files(spool_dir):
             return 0
-        self.ensure()
+        if self.lake not in _ensured:
+            self.ensure()
         done = 0
         with _spool_lock(spool_dir, wait), _scratch({**_BOUNDED_CONFIG, **_CONFIG}) as con:
             try:
@@ -565,7 +565,13 @@ def remove_orphans(table: Table, older_than: dt.timedelta) -> int:
 _TABLE_PROPERTIES = {
     "write.parquet.compression-codec": "zstd",
     "format-version": "2",
+    # Each commit writes a new metadata file listing the earlier ones; keep 20, delete older
+    # ones (a receiver commits every second: the log would grow without end).
+    "write.metadata.previous-versions-max": "20",
+    "write.metadata.delete-after-commit.enabled": "true",
 }
+# The lakes whose tables this process has made or checked (a LakeStore is made per ingest).
+_ensured: set[Lake] = set()
 
 
 def _stored_ids(table: Table, rows: pa.Table) -> Any:
