@@ -22,7 +22,7 @@ import pytest
 
 import finetuner_otel
 from finetuner_otel import Store
-from finetuner_otel._errors import ConfigurationError, StoreError
+from finetuner_otel._errors import StoreError
 from finetuner_otel.eval import Eval
 from finetuner_otel.store._lake import LakeStore
 from finetuner_otel.store.spool import CallRecord, encode_row, write_spool
@@ -211,21 +211,6 @@ def test_read_only_and_missing_stores_write_nothing(lake: str, tmp_path: Path) -
     with pytest.raises(StoreError, match="read-only"):
         store.accept("x")
     assert not Store(lake, spool_dir=tmp_path / "spool").exists()  # asking made nothing
-
-
-@pytest.mark.parametrize(
-    ("location", "problem"),
-    [
-        ("iceberg+postgresql://host/db", "warehouse="),
-        ("iceberg+postgresql://host/db?warehouse=/x&bucket=y", "unknown option"),
-        ("iceberg+postgresql:///db?warehouse=/x", "host and database"),
-        ("iceberg+postgresql://host/db?warehouse=/x&namespace=a-b", "namespace"),
-        ("s3://bucket/finetuner", "not one finetuner-otel knows"),
-    ],
-)
-def test_a_bad_location_says_what_is_wrong(location: str, problem: str) -> None:
-    with pytest.raises(ConfigurationError, match=problem):
-        Store(location)
 
 
 def test_a_password_never_shows(postgres: Postgres, tmp_path: Path) -> None:

@@ -93,3 +93,44 @@ def test_load_errors_name_the_fix(tmp_path: Path) -> None:
             Settings.load(ingest_interval=interval, environ={})
     with pytest.raises(ConfigurationError, match="FINETUNER_MAX_CONTENT_SIZE"):
         Settings.load(environ={"FINETUNER_MAX_CONTENT_SIZE": "0"})
+
+
+def test_an_iceberg_location_is_parsed_and_its_password_never_shown() -> None:
+    settings = Settings.load(
+        "iceberg+postgresql://fin:s3cret@db.internal:6432/lake?warehouse=/srv/lake&namespace=prod",
+        environ={},
+    )
+    lake = settings.lake
+    assert lake is not None
+    assert lake.catalog_uri == "postgresql+psycopg2://fin:s3cret@db.internal:6432/lake"
+    assert lake.warehouse == "file:///srv/lake" and lake.namespace == "prod"
+    assert settings.store is lake
+    assert "s3cret" not in settings.location and ":***@" in settings.location
+    assert Settings.load(lake.url, environ={}).lake == lake  # the URL gives the same lake back
+    assert Settings.load(lake, environ={}).lake == lake
+    assert settings.spool_dir.name == "finetuner-iceberg.spool"
+
+
+def test_an_object_storage_warehouse_is_kept_as_given() -> None:
+    lake = Settings.load(
+        "iceberg+postgresql://h/db?warehouse=s3://bucket/finetuner", environ={}
+    ).lake
+    assert lake is not None and lake.warehouse == "s3://bucket/finetuner"
+
+
+@pytest.mark.parametrize(
+    ("location", "problem"),
+    [
+        ("iceberg+postgresql://host/db", "needs warehouse="),
+        ("iceberg+postgresql://host/db?warehouse=/x&bucket=y", "unknown option"),
+        ("iceberg+postgresql:///db?warehouse=/x", "host and database"),
+        ("iceberg+postgresql://host/?warehouse=/x", "host and database"),
+        ("iceberg+postgresql://host/db?warehouse=/x&namespace=a-b", "namespace 'a-b'"),
+        ("s3://bucket/finetuner", "not one finetuner-otel knows"),
+    ],
+)
+def test_a_bad_store_location_says_what_is_wrong_and_how_to_write_it(
+    location: str, problem: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(problem)):
+        Settings.load(location, environ={})
