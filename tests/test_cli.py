@@ -414,6 +414,7 @@ def test_help_lists_every_group_and_command() -> None:
         "shadow",
         "import",
         "ingest",
+        "compact",
         "doctor",
         "demo",
         "serve",

@@ -46,7 +46,7 @@ def ingest(args: argparse.Namespace, ctx: Context) -> int:
     Arg("--min-files", type=int, default=8, help="rewrite partitions of this many files (8)"),
 )
 def compact(args: argparse.Namespace, ctx: Context) -> int:
-    """an Iceberg store's upkeep: merge small files, expire snapshots"""
+    """an Iceberg store's upkeep: merge small files"""
     if args.min_files < 1:
         raise ConfigurationError(f"--min-files must be 1 or more, got {args.min_files}")
     report = ctx.store.compact(min_files=args.min_files)
