@@ -6,7 +6,6 @@ import collections
 import itertools
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -91,9 +90,7 @@ class DuckDBSpanExporter(SpanExporter):
             if redact is not None
             else from_environment(os.environ.get("FINETUNER_REDACT"))
         )
-        # The first spooled batch asks for an ingest at once, which starts the helper (or the
-        # thread) that then also takes in what later batches leave between requests.
-        self._last_ingest = -math.inf
+        self._last_ingest = time.monotonic()
         self._spooled_since_ingest = 0
         self._shutdown = False
         self._spans_dropped = 0
@@ -123,6 +120,7 @@ class DuckDBSpanExporter(SpanExporter):
         self._ingest_requested = False
         self._stopping = False
         self._ingester: threading.Thread | None = None
+        self._ingester_started = False
 
     @property
     def settings(self) -> Settings:
@@ -159,6 +157,8 @@ class DuckDBSpanExporter(SpanExporter):
         if written is None:
             return SpanExportResult.FAILURE
         self._spooled_since_ingest += written
+        if not self._ingester_started:
+            self._start_ingester()
         if (
             self._spooled_since_ingest >= INGEST_BATCH_SPANS
             or time.monotonic() - self._last_ingest >= self._settings.ingest_interval
@@ -253,6 +253,21 @@ class DuckDBSpanExporter(SpanExporter):
     def spans_held(self) -> int:
         """GenAI spans waiting in memory for the spool to be writable again."""
         return len(self._held)
+
+    def _start_ingester(self) -> None:
+        """The helper (or the thread) running from the first spooled batch on, asked nothing
+        yet: it takes in what the spool holds after each quiet interval, so the last spans of a
+        burst reach the store without a flush."""
+        self._ingester_started = True
+        helper = self._helper
+        if helper is not None and self._in_helper() and helper.start():
+            return
+        with self._wake:
+            if self._ingester is None or not self._ingester.is_alive():
+                self._ingester = threading.Thread(
+                    target=self._ingest_loop, name="finetuner-otel-ingest", daemon=True
+                )
+                self._ingester.start()
 
     def _request_ingest(self) -> None:
         self._last_ingest = time.monotonic()

@@ -213,6 +213,16 @@ class IngestHelper:
         finally:
             self._lock.release()
 
+    def start(self) -> bool:
+        """The helper running, asked nothing (it takes in the spool after a quiet interval);
+        False when it is not usable. Never waits for a flush."""
+        if not self._lock.acquire(blocking=False):  # a flush holds it: it is running
+            return True
+        try:
+            return self._running() is not None
+        finally:
+            self._lock.release()
+
     def _request(self) -> bool:
         self._pending = False
         for _ in range(2):  # once more with a new helper, if this one has just ended

@@ -1,5 +1,6 @@
 """A fleet of `finetuner serve` receivers, each a whole process of the real CLI, and clients
-that post OTLP/protobuf spans to them: for the Iceberg store's tests and benchmark."""
+that post OTLP/protobuf spans to them, and spool lines written by hand: for the Iceberg store's
+tests and benchmark."""
 
 from __future__ import annotations
 
@@ -14,6 +15,27 @@ import urllib.request
 from pathlib import Path
 
 from _otlp_requests import chat_attributes, export_request, span
+
+from finetuner_otel.store.spool import CallRecord, encode_row
+
+
+def spool_line(n: int, *, dataset: str, start_ns: int, question: str, answer: str) -> str:
+    """The spool line of call ``n`` (trace and span id n + 1) of ``dataset``: a trainable chat
+    of 2 ms, as the exporter writes it."""
+    return encode_row(
+        CallRecord(
+            trace_id=n + 1,
+            span_id=n + 1,
+            start_ns=start_ns,
+            end_ns=start_ns + 2_000_000,
+            dataset=dataset,
+            operation="chat",
+            request_model="gpt-4o-mini",
+            finish_reasons=["stop"],
+            input_messages=[{"role": "user", "parts": [{"type": "text", "content": question}]}],
+            output_messages=[{"role": "assistant", "parts": [{"type": "text", "content": answer}]}],
+        )
+    )
 
 
 def free_port() -> int:

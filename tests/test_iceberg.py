@@ -25,11 +25,11 @@ from finetuner_otel import Store
 from finetuner_otel._errors import StoreError
 from finetuner_otel.eval import Eval
 from finetuner_otel.store._lake import LakeStore
-from finetuner_otel.store.spool import CallRecord, encode_row, write_spool
+from finetuner_otel.store.spool import write_spool
 from finetuner_otel.testing import OpenAIServer, Reply
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _fleet import free_port, send, start_receiver, stop
+from _fleet import free_port, send, spool_line, start_receiver, stop
 from _postgres import Postgres
 
 _T0 = 1_780_000_000 * 10**9
@@ -51,21 +51,7 @@ def lake(postgres: Postgres, tmp_path: Path) -> str:
 
 def _line(n: int, dataset: str = "lake", day: int = 0) -> str:
     start = _T0 + day * 86_400 * 10**9 + n * 1_000_000
-    return encode_row(
-        CallRecord(
-            trace_id=n + 1,
-            span_id=n + 1,
-            start_ns=start,
-            end_ns=start + 2_000_000,
-            dataset=dataset,
-            operation="chat",
-            finish_reasons=["stop"],
-            input_messages=[{"role": "user", "parts": [{"type": "text", "content": f"q{n}"}]}],
-            output_messages=[
-                {"role": "assistant", "parts": [{"type": "text", "content": f"a{n}"}]}
-            ],
-        )
-    )
+    return spool_line(n, dataset=dataset, start_ns=start, question=f"q{n}", answer=f"a{n}")
 
 
 def _counts(store: Store) -> tuple[int, int]:

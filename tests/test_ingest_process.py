@@ -336,7 +336,7 @@ def test_the_last_spans_of_a_burst_are_taken_in_without_a_flush(tmp_path: Path, 
     db = tmp_path / "s.duckdb"
     exporter = DuckDBSpanExporter(db, ingest_interval=2.0, ingest=mode)
     try:
-        exporter.export(_spans(2, "first"))  # the first batch asks for an ingest at once
+        exporter.export(_spans(2, "first"))  # starts the helper (or thread), asks nothing
         assert exporter.force_flush()
         exporter.export(_spans(3, "last"))  # within the interval of that request: asks nothing
         deadline = time.monotonic() + 20

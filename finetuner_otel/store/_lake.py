@@ -47,14 +47,7 @@ from .._errors import ConfigurationError, StoreError, StoreLockedError
 from .._settings import Lake
 from ._connection import _BOUNDED_CONFIG, _CONFIG, _SANDBOX_CONFIG, _seal, private_dir
 from ._schema import MIGRATIONS_TABLE, VIEWS_TABLE, migrate
-from ._spool import (
-    _batches,
-    _ingest_batch,
-    _machine_error,
-    _remove_stale_tmp,
-    ingest,
-    pending_files,
-)
+from ._spool import _machine_error, ingest, ingest_pending, pending_files
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -396,28 +389,19 @@ class LakeStore:
             return 0
         if self.lake not in _ensured:
             self.ensure()
-        done = 0
         with _spool_lock(spool_dir, wait), _scratch({**_BOUNDED_CONFIG, **_CONFIG}) as con:
-            try:
 
-                def publish() -> None:
-                    rows = con.sql(f"SELECT * FROM {CALLS}").to_arrow_table()
-                    con.execute(f"DELETE FROM {CALLS}")
-                    try:
-                        self.append_calls(rows)
-                    except StoreError:
-                        raise
-                    except Exception as exc:
-                        raise _machine_error(exc, "a commit to the lake") from exc
+            def publish() -> None:
+                rows = con.sql(f"SELECT * FROM {CALLS}").to_arrow_table()
+                con.execute(f"DELETE FROM {CALLS}")
+                try:
+                    self.append_calls(rows)
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    raise _machine_error(exc, "a commit to the lake") from exc
 
-                for batch in _batches(pending_files(spool_dir)):
-                    done += _ingest_batch(con, None, spool_dir, batch, publish)
-            except StoreError:
-                raise
-            except (duckdb.Error, OSError, MemoryError) as exc:
-                raise _machine_error(exc) from exc
-        _remove_stale_tmp(spool_dir)
-        return done
+            return ingest_pending(con, None, spool_dir, publish)
 
     # -- everything else --------------------------------------------------------------------
 

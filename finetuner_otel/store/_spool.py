@@ -183,13 +183,30 @@ def ingest(db_path: Path, spool_dir: Path, *, wait: float = 10.0) -> int:
     """
     if not pending_files(spool_dir):
         return 0
-    done = 0
     try:
         with connect(db_path, read_only=False, wait=wait, bounded=True) as con:
             migrate(con, db_path)
             # Listed under the write lock: no other process can be ingesting these files now.
-            for batch in _batches(pending_files(spool_dir)):
-                done += _ingest_batch(con, db_path, spool_dir, batch)
+            return ingest_pending(con, db_path, spool_dir)
+    except StoreError:
+        raise
+    except (duckdb.Error, OSError, MemoryError) as exc:
+        raise _machine_error(exc) from exc
+
+
+def ingest_pending(
+    con: duckdb.DuckDBPyConnection,
+    db_path: Path | None,
+    spool_dir: Path,
+    publish: Callable[[], None] | None = None,
+) -> int:
+    """Every spooled file into ``recorded_calls`` on ``con``, in transactions of about
+    _BYTES_PER_TRANSACTION; the number of files taken. The caller holds the spool (the store's
+    write lock, or a lake's spool lock). See _ingest_batch for ``db_path`` and ``publish``."""
+    done = 0
+    try:
+        for batch in _batches(pending_files(spool_dir)):
+            done += _ingest_batch(con, db_path, spool_dir, batch, publish or _nothing)
     except StoreError:
         raise
     except (duckdb.Error, OSError, MemoryError) as exc:

@@ -27,11 +27,11 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from _fleet import free_port, send, start_receiver, stop  # noqa: E402
+from _fleet import free_port, send, spool_line, start_receiver, stop  # noqa: E402
 from _postgres import Postgres  # noqa: E402
 
 from finetuner_otel import Store  # noqa: E402
-from finetuner_otel.store.spool import CallRecord, encode_row, write_spool  # noqa: E402
+from finetuner_otel.store.spool import write_spool  # noqa: E402
 
 _T0 = 1_780_000_000 * 10**9  # 2026-05-28
 _databases = iter(range(1000))
@@ -74,31 +74,18 @@ def receivers(store: str, root: Path, count: int, spans: int) -> float:
     return sum(accepted) / elapsed
 
 
-def _text(content: str) -> dict[str, str]:
-    return {"type": "text", "content": content}
-
-
 def _calls(n: int, dataset: str = "big") -> list[str]:
-    lines = []
-    for i in range(n):
-        start = _T0 + (i % 10) * 86_400 * 10**9 + i * 1_000
-        lines.append(
-            encode_row(
-                CallRecord(
-                    trace_id=i + 1,
-                    span_id=i + 1,
-                    start_ns=start,
-                    end_ns=start + 900_000_000,
-                    dataset=dataset,
-                    operation="chat",
-                    request_model="gpt-4o-mini",
-                    finish_reasons=["stop"],
-                    input_messages=[{"role": "user", "parts": [_text(f"ticket {i} " * 20)]}],
-                    output_messages=[{"role": "assistant", "parts": [_text("refund")]}],
-                )
-            )
+    """``n`` calls over 10 days, about 200 characters of messages each."""
+    return [
+        spool_line(
+            i,
+            dataset=dataset,
+            start_ns=_T0 + (i % 10) * 86_400 * 10**9 + i * 1_000,
+            question=f"ticket {i} " * 20,
+            answer="refund",
         )
-    return lines
+        for i in range(n)
+    ]
 
 
 def queries(store: str, spool: Path, calls: int) -> dict[str, float]:
