@@ -305,6 +305,12 @@ class LakeStore:
                 with table.update_schema() as update:
                     update.union_by_name(schema)
                 table = cat.load_table(identifier)
+            unset = {k: v for k, v in _TABLE_PROPERTIES.items() if table.properties.get(k) != v}
+            unset.pop("format-version", None)  # set when made; not a property to change
+            if unset:  # made by an earlier version
+                with table.transaction() as transaction:
+                    transaction.set_properties(unset)
+                table = cat.load_table(identifier)
             tables[name] = table
         return tables
 
@@ -553,6 +559,10 @@ _TABLE_PROPERTIES = {
     # ones (a receiver commits every second: the log would grow without end).
     "write.metadata.previous-versions-max": "20",
     "write.metadata.delete-after-commit.enabled": "true",
+    # pyiceberg 0.12 and later retry a commit that lost its race by replaying it on the newer
+    # snapshot, unseen: an append would then add rows another writer had just stored (our
+    # retry looks their ids up first), and an overwrite would keep both. We retry ourselves.
+    "commit.retry.num-retries": "0",
 }
 # The lakes whose tables this process has made or checked (a LakeStore is made per ingest).
 _ensured: set[Lake] = set()
