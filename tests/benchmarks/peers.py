@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,14 @@ from typing import Any
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 
-from run import COMPLETION, PROMPT, _background_cpu_seconds, _sse_body, peak_rss_mb  # noqa: E402
+from run import (  # noqa: E402
+    COMPLETION,
+    PROMPT,
+    _background_cpu_seconds,
+    _child_json,
+    _sse_body,
+    peak_rss_mb,
+)
 
 CASES = [
     "bare",
@@ -298,15 +304,7 @@ def _child_processes() -> list[tuple[float, float]]:
 
 
 def _run_child(case: str, mode: str, calls: int, warmup: int, tmp: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(HERE), "--child", case, mode, str(calls), str(warmup), tmp],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACELOOP"))},
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return _child_json(str(HERE), "--child", case, mode, str(calls), str(warmup), tmp)
 
 
 def measure(
