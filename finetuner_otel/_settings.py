@@ -101,22 +101,22 @@ class Lake:
     @property
     def url(self) -> str:
         """The location as FINETUNER_DB takes it, password included (never log it)."""
-        parts = urlsplit(self.catalog_uri)
-        query = f"warehouse={self.warehouse}" + (
-            "" if self.namespace == "finetuner" else f"&namespace={self.namespace}"
-        )
-        return urlunsplit((ICEBERG_SCHEME, parts.netloc, parts.path, query, ""))
+        return self._location(mask=False)
 
     @property
     def display(self) -> str:
         """The location with any password masked, for messages and logs."""
+        return self._location(mask=True)
+
+    def _location(self, *, mask: bool) -> str:
         parts = urlsplit(self.catalog_uri)
         netloc = parts.netloc
-        if parts.password is not None:
+        if mask and parts.password is not None:
             netloc = netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return urlunsplit(
-            (ICEBERG_SCHEME, netloc, parts.path, f"warehouse={self.warehouse}", "")
-        ) + ("" if self.namespace == "finetuner" else f"&namespace={self.namespace}")
+        query = f"warehouse={self.warehouse}" + (
+            "" if self.namespace == "finetuner" else f"&namespace={self.namespace}"
+        )
+        return urlunsplit((ICEBERG_SCHEME, netloc, parts.path, query, ""))
 
 
 def parse_lake(location: str) -> Lake:

@@ -208,11 +208,16 @@ def _with_utc(schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields)
 
 
+@functools.cache
+def _arrow_schema(name: str) -> pa.Schema:
+    """The Arrow schema of table ``name`` as its Iceberg table holds it."""
+    return _with_utc(_template()[2][name])
+
+
 def _conform(table: pa.Table, name: str) -> pa.Table:
     """Rows from DuckDB as the Iceberg table's Arrow schema takes them."""
-    return table.select([f.name for f in _with_utc(_template()[2][name])]).cast(
-        _with_utc(_template()[2][name])
-    )
+    schema = _arrow_schema(name)
+    return table.select(schema.names).cast(schema)
 
 
 def ingest_into(target: Path | Lake, spool_dir: Path, *, wait: float = 10.0) -> int:
@@ -289,14 +294,13 @@ class LakeStore:
         from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 
         cat = catalog(self.lake)
-        columns, _, schemas = _template()
         with contextlib.suppress(NamespaceAlreadyExistsError):
             if (self.lake.namespace,) not in cat.list_namespaces():
                 cat.create_namespace(self.lake.namespace)
         tables = {}
-        for name in columns:
+        for name in _template()[0]:
             identifier = self._identifier(name)
-            schema = _with_utc(schemas[name])
+            schema = _arrow_schema(name)
             if not cat.table_exists(identifier):
                 with contextlib.suppress(TableAlreadyExistsError):
                     self._create(cat, identifier, name, schema)
@@ -446,11 +450,9 @@ class LakeStore:
         if added.num_rows == 0 and removed.num_rows == 0:
             return
         key = _template()[1].get(name, [])
-        first = True
-        for _ in _retrying(f"committing {name}", self.lake):
-            if not first:
+        for attempt in _retrying(f"committing {name}", self.lake):
+            if attempt:  # lost the race: rebase on what won it
                 table = catalog(self.lake).load_table(self._identifier(name))
-            first = False
             merged = _rebase(name, key, _read_all(table, name), added, removed)
             try:
                 if merged is None:
@@ -649,7 +651,7 @@ def _arrow_source(table: Table | None, name: str) -> Any:
     import pyarrow.dataset as ds
     import pyarrow.fs as pafs
 
-    schema = _with_utc(_template()[2][name])
+    schema = _arrow_schema(name)
     if table is None or table.current_snapshot() is None:
         return schema.empty_table()
     tasks = list(table.scan().plan_files())
