@@ -6,20 +6,22 @@ optimistic concurrency orders the commits of every writer (each commit names the
 read; the catalog refuses it if another came first, and it is rebased and tried again), and
 DuckDB reads them through Arrow, so a dataset is still plain DuckDB SQL.
 
-- **Reads** (``reading``): an in-memory DuckDB with each table as a view over a
-  ``pyarrow.dataset`` of the table's current data files, and views.sql over them. DuckDB pushes
-  projections and filters (the dataset, a time range) down into the Parquet scan, whose row-group
-  statistics skip what does not match; the files are partitioned by dataset and day.
+- **Reads** (``reading``): the schema's DuckDB file (tables, views.sql, macros), opened
+  read-only, with each table of the lake mounted as a temporary view over a ``pyarrow.dataset``
+  of its current data files. DuckDB pushes projections and filters (the dataset, a time range)
+  down into the Parquet scan, whose row-group statistics skip what does not match; the files
+  are partitioned by dataset and day.
 - **Calls** (``append_calls``): idempotent by ``id``: before each commit the batch's ids are
   looked up among the rows of its datasets and time range (the manifests' bounds prune the
   files), so a batch committed twice (a receiver killed after its commit, before deleting its
   spool; the Collector retrying to another receiver) is stored once.
-- **Everything else** (``transaction``): the library's record modules run their SQL on an
-  in-memory copy of the small tables; what changed is committed table by table as the rows
-  added and the rows removed, rebased on any newer snapshot (a conflict on the same key is an
-  error, never a lost write). Iceberg commits one table at a time: children go before the
-  tables that point at them (results before their run), so a crash between two commits leaves
-  rows nothing refers to, never a run without its results.
+- **Everything else** (``transaction``): the library's record modules run their SQL on a
+  scratch copy of the schema's file holding the small tables' rows; what changed is committed
+  table by table as the rows added and the rows removed, rebased on any newer snapshot as the
+  writes would run one after another on a DuckDB file (the last writer of a key wins). Iceberg
+  commits one table at a time: children go before the tables that point at them (results
+  before their run), so a crash between two commits leaves rows nothing refers to, never a run
+  without its results.
 """
 
 from __future__ import annotations
@@ -351,8 +353,9 @@ class LakeStore:
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A sandboxed in-memory DuckDB whose tables are the lake's, as of now, and whose views
-        are views.sql's: it can read nothing else, write nothing, change no setting."""
+        """A sandboxed, read-only connection to the schema's file whose tables are the lake's,
+        as of now, and whose views are views.sql's: it can read nothing else, write nothing,
+        change no setting."""
         tables = self._load()
         con = duckdb.connect(str(_template_file()), read_only=True, config=dict(_SANDBOX_CONFIG))
         try:
@@ -393,8 +396,9 @@ class LakeStore:
 
     def ingest(self, spool_dir: Path, wait: float) -> int:
         """Move the spool into the lake: the same reading, checks and quarantine as for a
-        DuckDB file, into a scratch table in memory, each transaction then committed to the lake
-        before its files are deleted. One ingest of a spool folder at a time (a lock file)."""
+        DuckDB file, into a scratch copy of the schema's file, each transaction then committed
+        to the lake before its files are deleted. One ingest of a spool folder at a time (a
+        lock file)."""
         if not pending_files(spool_dir):
             return 0
         if self.lake not in _ensured:
@@ -417,8 +421,9 @@ class LakeStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A write connection for the record modules: the small tables copied into memory (with
-        their keys), recorded_calls readable; what the block changed is committed at its end."""
+        """A write connection for the record modules: the small tables copied into a scratch
+        file (with their keys), recorded_calls readable; what the block changed is committed
+        at its end."""
         tables = self.ensure()
         with _scratch(dict(_CONFIG)) as con:
             for name in _COMMIT_ORDER:

@@ -259,7 +259,7 @@ def _ingest_batch(
     publish: Callable[[], None] = _nothing,
 ) -> int:
     """Ingest ``files`` into ``recorded_calls`` on ``con``. ``db_path`` None: ``con`` is a
-    scratch database in memory, and ``publish`` moves what each transaction took in to the
+    scratch database, not the store, and ``publish`` moves what each transaction took in to the
     store (a lake) before the files it came from are deleted."""
     try:
         _insert_within_memory(con, db_path, files)
