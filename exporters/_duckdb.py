@@ -263,11 +263,7 @@ class DuckDBSpanExporter(SpanExporter):
         if helper is not None and self._in_helper() and helper.start():
             return
         with self._wake:
-            if self._ingester is None or not self._ingester.is_alive():
-                self._ingester = threading.Thread(
-                    target=self._ingest_loop, name="finetuner-otel-ingest", daemon=True
-                )
-                self._ingester.start()
+            self._thread_running()
 
     def _request_ingest(self) -> None:
         self._last_ingest = time.monotonic()
@@ -276,12 +272,16 @@ class DuckDBSpanExporter(SpanExporter):
             return
         with self._wake:
             self._ingest_requested = True
-            if self._ingester is None or not self._ingester.is_alive():
-                self._ingester = threading.Thread(
-                    target=self._ingest_loop, name="finetuner-otel-ingest", daemon=True
-                )
-                self._ingester.start()
+            self._thread_running()
             self._wake.notify()
+
+    def _thread_running(self) -> None:
+        """The ingest thread started if it is not running (``self._wake`` held)."""
+        if self._ingester is None or not self._ingester.is_alive():
+            self._ingester = threading.Thread(
+                target=self._ingest_loop, name="finetuner-otel-ingest", daemon=True
+            )
+            self._ingester.start()
 
     def _ingest_loop(self) -> None:
         wake = self._wake
