@@ -48,7 +48,6 @@ from .instrumentation import (
     Owner,
     ShadowRequest,
 )
-from .store import Store
 
 logger = logging.getLogger("finetuner_otel.shadow")
 # Transport options the candidate's call does without: it is always a whole answer.
@@ -392,6 +391,8 @@ def route(
     extensions = _extensions()
     owner = extensions.owner
     if store is None:  # the store the calls go to: instrument()'s, else FINETUNER_DB's
+        from .store import Store  # DuckDB loads with the first read, not with capture
+
         store = owner.open_store() if owner is not None else Store()
     hook = Route(
         dataset,

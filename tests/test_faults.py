@@ -24,8 +24,8 @@ from finetuner_otel import Store
 from finetuner_otel.cli import main
 from finetuner_otel.exporters import DuckDBSpanExporter
 from finetuner_otel.exporters._spans import span_to_line
+from finetuner_otel.store._files import pending_files, write_spool
 from finetuner_otel.store._schema import INGEST_COLUMNS
-from finetuner_otel.store._spool import pending_files, write_spool
 from tests._small_disk import small_disk
 
 

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finetuner_otel import Store
+from finetuner_otel.store._files import REASON_SUFFIX, SUFFIX, pending_files, write_spool
 from finetuner_otel.store._rows import CallRecord, encode_row
-from finetuner_otel.store._spool import REASON_SUFFIX, SUFFIX, pending_files, write_spool
 
 _ids = itertools.count()
 _every_line_id: set[str] = set()

@@ -11,15 +11,10 @@ import duckdb
 import pytest
 
 from finetuner_otel import Store
+from finetuner_otel.store._files import pending_files, write_spool
 from finetuner_otel.store._rows import CallRecord, encode_row
 from finetuner_otel.store._schema import migrate
-from finetuner_otel.store._spool import (
-    _INSERT,
-    _INSERT_FAST,
-    _object_size,
-    pending_files,
-    write_spool,
-)
+from finetuner_otel.store._spool import _INSERT, _INSERT_FAST, _object_size
 
 _T0 = 1_780_000_000 * 10**9
 

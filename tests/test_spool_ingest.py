@@ -15,8 +15,8 @@ import pytest
 
 from finetuner_otel import Store, StoreError
 from finetuner_otel.store._connection import connect
+from finetuner_otel.store._files import pending_files, write_spool
 from finetuner_otel.store._rows import CallRecord, encode_row
-from finetuner_otel.store._spool import pending_files, write_spool
 from tests._small_disk import small_disk
 
 _T0 = 1_780_000_000 * 10**9

@@ -191,7 +191,7 @@ def test_bad_lines_are_quarantined_and_good_lines_of_the_same_file_ingested(
     db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from finetuner_otel.exporters._spans import span_to_line
-    from finetuner_otel.store._spool import write_spool
+    from finetuner_otel.store._files import write_spool
 
     spans = _foreign_spans(
         [
@@ -220,7 +220,7 @@ def test_ingest_is_idempotent(capture, server: OpenAIServer, db: Path) -> None:
     before = rows(capture)
     # A crash between commit and delete leaves the spool file behind: re-ingest must not duplicate.
     from finetuner_otel._json import dumps
-    from finetuner_otel.store._spool import write_spool
+    from finetuner_otel.store._files import write_spool
 
     con = duckdb.connect(str(db), read_only=True)
     raw = con.execute("SELECT * FROM calls").fetchall()

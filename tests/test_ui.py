@@ -326,7 +326,7 @@ def test_paging_over_100000_calls(tmp_path: Path) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from finetuner_otel.exporters._spans import span_to_line
-    from finetuner_otel.store._spool import write_spool
+    from finetuner_otel.store._files import write_spool
 
     store = Store(tmp_path / "big.duckdb")
     memory = InMemorySpanExporter()

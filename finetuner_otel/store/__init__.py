@@ -1,13 +1,44 @@
-"""The DuckDB store of captured calls: ``Store``, ``Dataset``, ``Example``, and validation."""
+"""The DuckDB store of captured calls: ``Store``, ``Dataset``, ``Example``, and validation.
 
-from . import _reads as reads  # the read model the CLI and the UI share
-from ._call import Call
-from ._dataset import Dataset, Example, Export
-from ._leakage import Leakage, Overlap
-from ._preferences import validate_jsonl, validate_preference_records  # issue 20: DPO too
-from ._schema import SchemaStatus
-from ._store import DatasetSummary, ImportResult, Snapshot, SQLResult, Store
-from ._validate import Problem, Stats, ValidationReport, validate_records
+Its names load on first use, so a process that only writes spool files (an app capturing calls:
+``finetuner_otel.store.spool``) never imports DuckDB.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import _reads as reads  # the read model the CLI and the UI share
+    from ._call import Call
+    from ._dataset import Dataset, Example, Export
+    from ._leakage import Leakage, Overlap
+    from ._preferences import validate_jsonl, validate_preference_records  # issue 20: DPO too
+    from ._schema import SchemaStatus
+    from ._store import DatasetSummary, ImportResult, Snapshot, SQLResult, Store
+    from ._validate import Problem, Stats, ValidationReport, validate_records
+
+_LAZY = {
+    "Call": "._call",
+    "Dataset": "._dataset",
+    "Example": "._dataset",
+    "Export": "._dataset",
+    "Leakage": "._leakage",
+    "Overlap": "._leakage",
+    "validate_jsonl": "._preferences",
+    "validate_preference_records": "._preferences",
+    "SchemaStatus": "._schema",
+    "DatasetSummary": "._store",
+    "ImportResult": "._store",
+    "Snapshot": "._store",
+    "SQLResult": "._store",
+    "Store": "._store",
+    "Problem": "._validate",
+    "Stats": "._validate",
+    "ValidationReport": "._validate",
+    "validate_records": "._validate",
+}
 
 __all__ = [
     "Call",
@@ -30,3 +61,19 @@ __all__ = [
     "validate_preference_records",  # finetune validates the preference pairs it uploads
     "validate_records",  # finetune validates the records it uploads
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "reads":
+        value: Any = importlib.import_module("._reads", __name__)
+    else:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'finetuner_otel.store' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

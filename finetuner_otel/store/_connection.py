@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from .._errors import StoreError, StoreLockedError
+from ._files import private_dir
 
 # Never reach for the network: json, parquet and icu are built into the Python package.
 _CONFIG = {"autoinstall_known_extensions": False}
@@ -223,12 +224,3 @@ def _tidy_spill_dir(path: Path) -> None:
     # files in it keep it (rmdir only removes an empty one).
     with contextlib.suppress(OSError):
         os.rmdir(_spill_dir(path))
-
-
-def private_dir(path: Path) -> None:
-    """``path`` and each missing parent, made owner-only (0700)."""
-    if path.is_dir():
-        return
-    if not path.parent.exists():
-        private_dir(path.parent)
-    path.mkdir(mode=0o700, exist_ok=True)

@@ -47,9 +47,10 @@ import duckdb
 
 from .._errors import ConfigurationError, StoreError, StoreLockedError
 from .._settings import Lake
-from ._connection import _BOUNDED_CONFIG, _CONFIG, _SANDBOX_CONFIG, _seal, private_dir
+from ._connection import _BOUNDED_CONFIG, _CONFIG, _SANDBOX_CONFIG, _seal
+from ._files import pending_files, private_dir
 from ._schema import MIGRATIONS_TABLE, VIEWS_TABLE, migrate
-from ._spool import _machine_error, ingest, ingest_pending, pending_files
+from ._spool import _machine_error, ingest, ingest_pending
 
 if TYPE_CHECKING:
     import pyarrow as pa

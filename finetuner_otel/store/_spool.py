@@ -1,9 +1,8 @@
 """The spool: durable files of rows waiting to be ingested into the DuckDB store.
 
-Exporters never open the DuckDB file. Each ``write`` is one file, written to a temporary name,
-fsynced, and renamed into place (the rename is atomic, so a file under its final name is always
-whole). ``ingest`` moves spooled files into the store in transactions (INSERT OR IGNORE on the
-row id makes a repeat harmless), then deletes the files.
+Exporters never open the DuckDB file: they write spool files (``_files``, which imports no
+DuckDB), each whole under its final name. ``ingest`` moves spooled files into the store in
+transactions (INSERT OR IGNORE on the row id makes a repeat harmless), then deletes the files.
 
 Ingest never stops for the data: whatever error a file or a line causes, known or not, only that
 line (or a file that cannot be read at all) is moved to ``quarantine/``, with the reasons in
@@ -16,11 +15,9 @@ made here is its owner's alone (0600, 0700), the store's write-ahead log include
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,21 +25,15 @@ from pathlib import Path
 import duckdb
 
 from .._errors import StoreError
-from ._connection import (
-    connect,
-    keep_wal_private,
-    limit_memory,
-    private_dir,
-    raise_memory_limit,
-)
+from ._connection import connect, keep_wal_private, limit_memory, raise_memory_limit
+from ._files import REASON_SUFFIX, SUFFIX, pending_files, private_dir, write_private
+from ._files import TMP_SUFFIX as _TMP_SUFFIX
+from ._files import write_new as _write_new
 from ._rows import STRICT_JSON
 from ._schema import INGEST_COLUMNS, migrate
 
 logger = logging.getLogger("finetuner_otel.store")
 
-SUFFIX = ".jsonl"
-REASON_SUFFIX = ".reason.txt"
-_TMP_SUFFIX = ".tmp"
 _STALE_TMP_SECONDS = 3600.0
 _FILES_PER_TRANSACTION = 500
 # Spool bytes per ingest transaction. DuckDB's memory for one bulk load grows with it (with the
@@ -51,7 +42,6 @@ _FILES_PER_TRANSACTION = 500
 # and ran out of 64 MB in 4 MB ones; 4 MB transactions with 96 MB to work in took 60 MB and
 # kept 11,400 rows/s (16 MB: 15,400; 2 MB: 9,100; no limit: 14,800 and 108 MB).
 _BYTES_PER_TRANSACTION = 4 * 1024 * 1024
-_counter = itertools.count()
 _COLUMNS_SQL = "{" + ", ".join(f"'{k}': '{v}'" for k, v in INGEST_COLUMNS.items()) + "}"
 # DuckDB's JSON reader holds a buffer of twice the largest object it may meet (1 GB: it asked
 # for 2 GB), so the bound is set per transaction from its largest file (no line is longer than
@@ -74,81 +64,6 @@ _INSERT_FAST = (
     f"SELECT unnest(json_transform_strict(json, '{_COLUMNS_SQL.replace(chr(39), chr(34))}')) "
     "FROM read_json_objects(?, format='newline_delimited', maximum_object_size=?)"
 )
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def ensure_dir(path: Path) -> None:
-    """``path`` and each missing parent, made owner-only (0700)."""
-    private_dir(path)
-
-
-def _write_new(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Write ``path`` whole (fsynced), owner-only (0600); it must not exist yet."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        if sync:
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all (a temporary name, fsync, rename), owner-only (0600).
-    On any error (a full disk) nothing is left under either name."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{next(_counter)}{_TMP_SUFFIX}")
-    try:
-        _write_new(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _utf8(lines: list[str]) -> bytes:
-    data = "".join(line + "\n" for line in lines)
-    try:
-        return data.encode("utf-8")
-    except UnicodeEncodeError:
-        # Lone surrogates (from text that was never valid Unicode) cannot be stored as UTF-8;
-        # each becomes U+FFFD rather than costing the whole batch.
-        return data.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
-
-
-def write_spool(spool_dir: Path, lines: list[str]) -> Path | None:
-    """Write spool lines (each made by ``encode_row``) as one durable spool file; returns its
-    path (None when there were no lines)."""
-    if not lines:
-        return None
-    data = _utf8(lines)
-    ensure_dir(spool_dir)
-    name = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}-{next(_counter)}"
-    final = spool_dir / (name + SUFFIX)
-    write_private(final, data)
-    _fsync_dir(spool_dir)
-    return final
-
-
-def pending_files(spool_dir: Path) -> list[Path]:
-    """Spooled files waiting for ingest, oldest first."""
-    try:
-        names = sorted(
-            entry.name
-            for entry in os.scandir(spool_dir)
-            if entry.name.endswith(SUFFIX) and entry.is_file()
-        )
-    except FileNotFoundError:
-        return []
-    return [spool_dir / name for name in names]
 
 
 # Errors of the machine, not of the data: the spool is kept for a later ingest, never
@@ -467,7 +382,7 @@ def _quarantine(
     target_dir = spool_dir / "quarantine"
     target = target_dir / file.name
     try:
-        ensure_dir(target_dir)
+        private_dir(target_dir)
         reason_file = target_dir / (file.name.removesuffix(SUFFIX) + REASON_SUFFIX)
         write_private(reason_file, ("\n".join(reasons) + "\n").encode())
         if bad_lines is None:

@@ -37,10 +37,10 @@ from ._dataset import (
     publish,
     write_lines,
 )
+from ._files import pending_files, write_spool
 from ._import import IMPORT_SCOPE, example_lines, file_trace_id, import_lines
 from ._lake import LakeStore, ingest_into
 from ._schema import SchemaStatus, is_current, migrate, schema_status
-from ._spool import pending_files, write_spool
 from ._validate import read_jsonl, validate_records
 
 logger = logging.getLogger("finetuner_otel.store")

@@ -3,20 +3,39 @@ OTel exporter (``finetuner_otel.exporters``) and receivers.
 
 A call becomes one spool line by ``encode_row(CallRecord(...))`` (the one encoder of stored
 rows; ``parse_json`` reads a JSON attribute for it), ``write_spool`` writes a batch of lines as
-one file beside the store (owner-only, fsynced, renamed into place), and ``ingest`` moves every
+one file beside the store (owner-only, renamed into place; fsynced unless ``sync=False``,
+which leaves it to ``fsync_file`` and ``fsync_dir``), and ``ingest`` moves every
 spooled file into the store that ``Settings.store`` names: the DuckDB file when it is free, or
 the lake. ``write_private`` writes any other file the same owner-only way.
 """
 
-from ._lake import ingest_into as ingest
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._files import fsync_dir, fsync_file, write_private, write_spool
+from ._files import pending_files as pending
 from ._rows import CallRecord, JSONValue, encode_row, parse_json
-from ._spool import pending_files as pending
-from ._spool import write_private, write_spool
+
+if TYPE_CHECKING:
+    from .._settings import Lake
+
+
+def ingest(target: Path | Lake, spool_dir: Path, *, wait: float = 10.0) -> int:
+    """Move every spooled file into ``target`` (a DuckDB file or a lake); the number of files
+    taken. DuckDB loads here, on the first ingest, not with this module."""
+    from ._lake import ingest_into
+
+    return ingest_into(target, spool_dir, wait=wait)
+
 
 __all__ = [
     "CallRecord",
     "JSONValue",
     "encode_row",
+    "fsync_dir",
+    "fsync_file",
     "ingest",
     "parse_json",
     "pending",

@@ -347,8 +347,8 @@ def exporter_throughput(spans_count: int, repeats: int) -> None:
     from finetuner_otel import Store
     from finetuner_otel.exporters import DuckDBSpanExporter
     from finetuner_otel.exporters._spans import span_to_line
+    from finetuner_otel.store._files import pending_files, write_spool
     from finetuner_otel.store._schema import migrate
-    from finetuner_otel.store._spool import pending_files, write_spool
 
     spans = _bench_spans(spans_count)
     lines = [span_to_line(span) for span in spans]
@@ -406,7 +406,7 @@ def dataset_export(examples: int, repeats: int) -> None:
 
     from finetuner_otel import Store
     from finetuner_otel.exporters._spans import span_to_line
-    from finetuner_otel.store._spool import write_spool
+    from finetuner_otel.store._files import write_spool
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "export.duckdb"
