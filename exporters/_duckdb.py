@@ -11,14 +11,16 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from finetuner_otel._errors import StoreError
 from finetuner_otel._redact import Redactor, RedactSpec, from_environment, make_redactor
 from finetuner_otel._settings import Lake, Settings
-from finetuner_otel.store.spool import write_private, write_spool
+from finetuner_otel.store.spool import fsync_dir, fsync_file, write_private, write_spool
 
 from ._ingest import FlushOutcome, IngestHelper, ingest_mode, ingest_spool
 from ._spans import is_genai_span, span_to_line
@@ -37,6 +39,12 @@ MAX_HELD_SPANS = 10_000
 # disk that frees a little space takes a little of the backlog: one file of the whole backlog
 # fits nowhere until all of it does (350 held spans were lost at exit with 756 KB free).
 HELD_CHUNK_CHARS = 64 * 1024
+# Lines that ``add`` keeps on the calling thread before it writes them as one spool file (not
+# fsynced there: the writer thread, ``force_flush`` and ``shutdown`` make them durable). It
+# bounds the app's memory for spans not yet written whatever share of the GIL a background
+# thread gets: beside a loop of pure-Python calls, one got 4 turns a second, and a span queue
+# waiting on it grew to 16,384 spans of 7.7 KB and then dropped calls.
+CHUNK_BYTES = 256 * 1024
 # How long shutdown() waits for the last ingest (the thread's waited for as long as it took):
 # long enough for a helper to start and move a large spool; past it the helper goes on alone.
 SHUTDOWN_INGEST_SECONDS = 30.0
@@ -57,6 +65,11 @@ class DuckDBSpanExporter(SpanExporter):
     process ends), so DuckDB's memory and the ingest's CPU stay out of the app;
     ``ingest="thread"`` moves it on a background thread of this process, as does an exporter
     whose helper cannot start or keeps dying (logged once).
+
+    ``add(span)`` is the queue-less path (``DuckDBSpanProcessor``, and what ``instrument()``
+    sets up): the span is encoded on the thread that ended it and written with the others of
+    its CHUNK_BYTES as one spool file, so no span waits in memory for a background thread;
+    those left are written every ``ingest_interval`` by the exporter's writer thread.
 
     ``redact`` (what ``instrument(redact=...)`` takes, or ``FINETUNER_REDACT`` when not given)
     is applied to every content and string attribute of spans of other instrumentations before
@@ -121,6 +134,15 @@ class DuckDBSpanExporter(SpanExporter):
         self._stopping = False
         self._ingester: threading.Thread | None = None
         self._ingester_started = False
+        # add()'s lines not yet written, their size, and spool files written without an fsync
+        # (the parent's are its own to sync: a forked child starts with none).
+        self._buffer_lock = threading.Lock()
+        self._due_lock = threading.Lock()
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._unsynced: list[Path] = []
+        self._writer: threading.Thread | None = None
+        self._writer_stop = threading.Event()
 
     @property
     def settings(self) -> Settings:
@@ -153,29 +175,109 @@ class DuckDBSpanExporter(SpanExporter):
             except Exception:
                 self._spans_dropped += 1
                 logger.exception("finetuner-otel: could not convert span %s; skipped", span.name)
-        written = self._spool(lines)
-        if written is None:
+        if not self._written(lines, sync=True):
             return SpanExportResult.FAILURE
-        self._spooled_since_ingest += written
-        if not self._ingester_started:
-            self._start_ingester()
-        if (
-            self._spooled_since_ingest >= INGEST_BATCH_SPANS
-            or time.monotonic() - self._last_ingest >= self._settings.ingest_interval
-        ):
-            self._request_ingest()
         return SpanExportResult.SUCCESS
 
-    def _spool(self, lines: list[str]) -> int | None:
+    def add(self, span: ReadableSpan) -> None:
+        """Spool one finished span from the thread that ended it, with no queue: encoded here,
+        and written with the lines before it once they reach CHUNK_BYTES (the rest by the
+        writer thread within ``ingest_interval``, or by ``force_flush``). Never raises."""
+        try:
+            if self._shutdown or not is_genai_span(span):
+                return
+            line = span_to_line(span, self._redactor)
+        except Exception:
+            self._spans_dropped += 1
+            logger.exception("finetuner-otel: could not convert span %s; skipped", span.name)
+            return
+        with self._buffer_lock:
+            self._buffer.append(line)
+            self._buffered += len(line)
+            if self._writer is None:
+                self._start_writer()
+            if self._buffered < CHUNK_BYTES:
+                return
+            lines = self._take_buffer()
+        try:
+            self._written(lines, sync=False, ask=False)  # the writer thread asks for ingest
+        except Exception:  # a bug of ours: logged, never the app's problem
+            logger.exception("finetuner-otel: %d spans could not be spooled", len(lines))
+
+    def _take_buffer(self) -> list[str]:
+        """add()'s lines, taken out (``self._buffer_lock`` held)."""
+        lines, self._buffer, self._buffered = self._buffer, [], 0
+        return lines
+
+    def _write_buffer(self) -> bool:
+        """Write add()'s lines and make every spool file written so far durable; False when
+        some are held in memory because the spool cannot be written."""
+        with self._buffer_lock:
+            lines = self._take_buffer()
+        written = self._written(lines, sync=False)
+        self._sync()
+        return written
+
+    def _start_writer(self) -> None:
+        """The thread that writes add()'s last lines of a quiet spell (``_buffer_lock`` held)."""
+        self._writer = threading.Thread(
+            target=self._writer_loop, name="finetuner-otel-spool", daemon=True
+        )
+        self._writer.start()
+
+    def _writer_loop(self) -> None:
+        interval = max(self._settings.ingest_interval, 0.05)
+        while not self._writer_stop.wait(interval):
+            try:
+                self._write_buffer()
+            except Exception:  # a bug of ours: logged, and the next turn tries again
+                logger.exception("finetuner-otel: the spool writer failed; retrying")
+
+    def _written(self, lines: list[str], *, sync: bool, ask: bool = True) -> bool:
+        """Spool ``lines`` (durable on return when ``sync``) and, with ``ask``, start the
+        ingester and ask it for an ingest when one is due; False when some are held in memory
+        because the spool cannot be written. Without ``ask`` (a thread of the app's), nothing
+        but the write: no helper is started on it, no pipe written."""
+        written = self._spool(lines, sync=sync) if lines else 0
+        with self._due_lock:
+            if written is not None:
+                self._spooled_since_ingest += written
+            if not ask or not self._spooled_since_ingest:
+                return written is not None
+            if not self._ingester_started:
+                self._start_ingester()
+            if (
+                self._spooled_since_ingest >= INGEST_BATCH_SPANS
+                or time.monotonic() - self._last_ingest >= self._settings.ingest_interval
+            ):
+                self._request_ingest()
+        return written is not None
+
+    def _sync(self) -> None:
+        """Make the spool files written without an fsync durable, and their names."""
+        with self._spool_lock:
+            paths, self._unsynced = self._unsynced, []
+        if not paths:
+            return
+        try:
+            for path in paths:
+                fsync_file(path)  # False: ingested meanwhile
+            fsync_dir(self._settings.spool_dir)
+        except OSError as exc:
+            logger.warning("finetuner-otel: could not sync the spool %s: %s", path, exc)
+
+    def _spool(self, lines: list[str], *, sync: bool = True) -> int | None:
         """Write the held lines and ``lines`` to the spool; the number written, or None when
         some could not be (they are then held, up to the bound, and written later)."""
         with self._spool_lock:
             if not self._held:
                 try:
-                    write_spool(self._settings.spool_dir, lines)
+                    path = write_spool(self._settings.spool_dir, lines, sync=sync)
                 except Exception as exc:
                     self._log_failing(exc)
                 else:
+                    if path is not None and not sync:
+                        self._unsynced.append(path)
                     self._record_dropped()
                     return len(lines)
             # As much of the backlog as fits now, in files small enough to fit a little space.
@@ -375,11 +477,12 @@ class DuckDBSpanExporter(SpanExporter):
         return False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Every exported span is durable in the spool: False while some are held in memory
-        because it cannot be written (as many as fit are written now); also try to ingest."""
+        """Every exported (and added) span is durable in the spool: False while some are held
+        in memory because it cannot be written (as many as fit are written now); also try to
+        ingest."""
         if self._shutdown:
             return not self._held
-        durable = not self._held or self._spool([]) is not None
+        durable = self._write_buffer() and (not self._held or self._spool([]) is not None)
         self._ingest(wait=timeout_millis / 1000)  # what is in the spool, held spans or not
         return durable
 
@@ -392,8 +495,11 @@ class DuckDBSpanExporter(SpanExporter):
             self._stopping = True
             self._wake.notify()
             ingester = self._ingester
-        if ingester is not None:
-            ingester.join(timeout=5.0)
+        self._writer_stop.set()
+        for thread in (ingester, self._writer):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5.0)
+        self._write_buffer()
         if self._held and self._spool([]) is None:
             self._spans_dropped += len(self._held)
             logger.error(
@@ -405,3 +511,34 @@ class DuckDBSpanExporter(SpanExporter):
         self._ingest(wait=5.0, timeout=SHUTDOWN_INGEST_SECONDS)
         if self._helper is not None:
             self._helper.close()
+
+
+class DuckDBSpanProcessor(SpanProcessor):
+    """A span processor that spools GenAI spans into a finetuner store with no span queue.
+
+    Each GenAI span is encoded on the thread that ends it and written with the others of its
+    ``CHUNK_BYTES`` as one spool file (``DuckDBSpanExporter.add``), so the app's memory for
+    spans not yet written is bounded by that, and no span is dropped for a background thread
+    that did not get to run: under a BatchSpanProcessor, an app making calls as fast as the
+    CPU allows filled the queue and lost calls. It costs the calling thread the encoding (a
+    few tens of µs a call) that a BatchSpanProcessor's thread would spend in the same process.
+    Without an ``exporter`` it makes one from the ``FINETUNER_*`` settings.
+    """
+
+    def __init__(self, exporter: DuckDBSpanExporter | None = None) -> None:
+        self.exporter = exporter if exporter is not None else DuckDBSpanExporter()
+        self._shut_down = False
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.exporter.add(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        if not self._shut_down:  # a provider's own shutdown at exit comes after the app's
+            self._shut_down = True
+            self.exporter.shutdown()

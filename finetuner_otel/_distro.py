@@ -33,7 +33,6 @@ from opentelemetry.instrumentation.environment_variables import (
 )
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 NAME = "finetuner"
@@ -132,8 +131,8 @@ def _capture_provider() -> TracerProvider | None:
     exporters = [e.strip() for e in os.environ.get(OTEL_TRACES_EXPORTER, "").split(",")]
     if not isinstance(provider, TracerProvider) or EXPORTER not in exporters:
         return None
-    from .exporters import DuckDBSpanExporter
+    from .exporters import DuckDBSpanProcessor
 
     capture = TracerProvider(sampler=ALWAYS_ON, resource=provider.resource)
-    capture.add_span_processor(BatchSpanProcessor(DuckDBSpanExporter()))
+    capture.add_span_processor(DuckDBSpanProcessor())
     return capture

@@ -6,13 +6,12 @@ import atexit
 import logging
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from . import _semconv as sc
@@ -22,7 +21,9 @@ from ._redact import Redactor, RedactSpec, make_redactor
 from ._settings import Settings
 from .exporters import DuckDBSpanExporter
 from .instrumentation import OpenAIInstrumentor
-from .store import Store
+
+if TYPE_CHECKING:
+    from .store import Store
 
 logger = logging.getLogger("finetuner_otel")
 
@@ -31,10 +32,13 @@ _active: Instrumentation | None = None
 
 
 class GenAISpanProcessor(SpanProcessor):
-    """Batches GenAI spans (and only those) to an exporter, off the caller's thread.
+    """Spools GenAI spans (and only those) into the store, with no span queue.
 
     Added to an application's own TracerProvider it ignores every other span at the cost of one
     dict lookup, and after ``shutdown`` it goes quiet (providers cannot remove a processor).
+    Each GenAI span is encoded on the thread that ends it (``DuckDBSpanExporter.add``), so no
+    burst of calls can grow a queue or drop calls from it while a background thread waits for
+    its turn: the app's memory for spans not yet written is at most the exporter's CHUNK_BYTES.
 
     Other instrumentations' GenAI spans (a framework's, the contrib OpenAI instrumentation's)
     get the dataset and purpose our own spans would: the ``dataset(...)`` / ``purpose(...)``
@@ -49,9 +53,6 @@ class GenAISpanProcessor(SpanProcessor):
     def __init__(self, exporter: DuckDBSpanExporter, default_dataset: str = "default") -> None:
         self.exporter = exporter
         self.default_dataset = default_dataset
-        # A deeper queue than the SDK's 2048: a dataset must not shrink in a burst of calls.
-        # Bounded all the same (a span with its content is a few KB).
-        self._batch = BatchSpanProcessor(exporter, max_queue_size=16384)
         self._active = True
         self._scoped: dict[int, tuple[str | None, str | None]] = {}
 
@@ -70,14 +71,17 @@ class GenAISpanProcessor(SpanProcessor):
         scoped[span.context.span_id] = (dataset, why)
 
     def on_end(self, span: ReadableSpan) -> None:
-        scoped = self._scoped.pop(span.context.span_id, None) if self._scoped else None
-        attrs = span.attributes
-        if not (self._active and attrs and sc.OPERATION_NAME in attrs):
-            return
-        scope = span.instrumentation_scope
-        if (scope is None or scope.name != sc.OUR_SCOPE) and sc.DATASET not in attrs:
-            span = self._tagged(span, scoped)
-        self._batch.on_end(span)
+        try:
+            scoped = self._scoped.pop(span.context.span_id, None) if self._scoped else None
+            attrs = span.attributes
+            if not (self._active and attrs and sc.OPERATION_NAME in attrs):
+                return
+            scope = span.instrumentation_scope
+            if (scope is None or scope.name != sc.OUR_SCOPE) and sc.DATASET not in attrs:
+                span = self._tagged(span, scoped)
+            self.exporter.add(span)
+        except Exception:  # the SDK does not catch it: it would reach the app's own call
+            logger.exception("finetuner-otel: a span could not be recorded")
 
     def _tagged(
         self, span: ReadableSpan, scoped: tuple[str | None, str | None] | None
@@ -105,13 +109,12 @@ class GenAISpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         if not self._active:
             return True
-        flushed: bool = self._batch.force_flush(timeout_millis)
-        return self.exporter.force_flush(timeout_millis) and flushed
+        return self.exporter.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
         if self._active:
             self._active = False
-            self._batch.shutdown()  # type: ignore[no-untyped-call]
+            self.exporter.shutdown()
 
 
 class Instrumentation:
@@ -141,6 +144,8 @@ class Instrumentation:
 
     def open_store(self) -> Store:
         """The store, after a flush, so it shows every call made so far."""
+        from .store import Store  # DuckDB loads here: an app that only captures never needs it
+
         self.flush()
         return Store(self.settings.store, spool_dir=self.settings.spool_dir)
 
@@ -272,4 +277,6 @@ def open_store(db: str | os.PathLike[str] | None = None) -> Store:
     if db is None and active is not None:
         active.flush()
         return active.open_store()
+    from .store import Store
+
     return Store(db)
