@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     # interval without requests, not left in the spool until the app's next span or its exit.
     idle = select.poll()
     idle.register(0, select.POLLIN)
-    timeout_ms = max(int(settings.ingest_interval * 1000), 50)
+    # poll() takes at most a C int of milliseconds (24 days): a longer interval waits forever,
+    # as it means to (FINETUNER_INGEST_INTERVAL=1e9 crashed the helper with OverflowError).
+    interval_ms = max(int(settings.ingest_interval * 1000), 50)
+    timeout_ms = interval_ms if interval_ms < 2**31 else None
     buffer = b""
     while True:
         if not idle.poll(timeout_ms):

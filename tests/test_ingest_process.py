@@ -350,3 +350,22 @@ def test_the_last_spans_of_a_burst_are_taken_in_without_a_flush(tmp_path: Path, 
         assert counted == 5
     finally:
         exporter.shutdown()
+
+
+def test_an_interval_longer_than_poll_can_wait_keeps_the_helper(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On main: poll() refused 1e12 ms (OverflowError), the helper died at start three times,
+    # and the app ingested on its own thread from then on.
+    db = tmp_path / "s.duckdb"
+    exporter = DuckDBSpanExporter(db, ingest_interval=1e9)
+    try:
+        for batch in range(2):
+            exporter.export(_spans(2, f"b{batch}"))
+            assert exporter.force_flush()
+        pid = exporter.ingest_pid
+        assert pid is not None and _alive(pid)
+        assert _count(db) == 4
+        assert "ingest helper ended" not in caplog.text
+    finally:
+        exporter.shutdown()
