@@ -236,13 +236,18 @@ class DuckDBSpanExporter(SpanExporter):
     def _written(self, lines: list[str], *, sync: bool, ask: bool = True) -> bool:
         """Spool ``lines`` (durable on return when ``sync``) and, with ``ask``, start the
         ingester and ask it for an ingest when one is due; False when some are held in memory
-        because the spool cannot be written. Without ``ask`` (a thread of the app's), nothing
-        but the write: no helper is started on it, no pipe written."""
+        because the spool cannot be written. Without ``ask`` (a thread of the app's), no
+        helper is started: a running one is only asked for a full batch (one write to its
+        pipe, which never blocks), so a burst streams into the store while it is spooled."""
         written = self._spool(lines, sync=sync) if lines else 0
         with self._due_lock:
             if written is not None:
                 self._spooled_since_ingest += written
-            if not ask or not self._spooled_since_ingest:
+            if not self._spooled_since_ingest:
+                return written is not None
+            if not ask:
+                if self._ingester_started and self._spooled_since_ingest >= INGEST_BATCH_SPANS:
+                    self._request_ingest()
                 return written is not None
             if not self._ingester_started:
                 self._start_ingester()
