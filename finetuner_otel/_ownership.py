@@ -13,9 +13,9 @@ of another instrumentation with the response id of a call of ours is that call a
 calls with the same prompt at the same moment, which have two ids, are never taken for one.
 
 Bounded: only the calls of the most recent traces are remembered. A span of another
-instrumentation is checked when it is exported, at most a span queue behind (``instrument()``'s
-processor queues 16,384 spans, the SDK's default 2,048): twice that many traces are kept (about
-14 MB at the bound).
+instrumentation is checked when it is exported: as it ends under ``instrument()``'s processor
+(which has no queue), at most a span queue behind under a BatchSpanProcessor (the SDK's default
+2,048; 16,384 at most here): twice that many traces are kept (about 14 MB at the bound).
 """
 
 from __future__ import annotations

@@ -45,9 +45,10 @@ _SANDBOX = ("SET enable_external_access = false", "SET lock_configuration = true
 # Settings of later DuckDB versions than the oldest supported (1.1); where an older one lacks a
 # setting, it lacks what the setting closes too.
 _SANDBOX_IF_KNOWN = {"allow_extension_repositories": "'forbidden'"}
-# The ingest runs inside the app's process (the exporter's thread), so DuckDB's memory there is
-# bounded: DuckDB's defaults (80% of the machine's memory, a thread per core) took 475 MB after
-# 100,000 calls. One thread, no insertion order to keep, and a memory limit of the JSON
+# The ingest runs beside the app: in the exporter's helper process (FINETUNER_INGEST=process),
+# or in the app itself (its thread, a Store's reads), so DuckDB's memory there is bounded:
+# DuckDB's defaults (80% of the machine's memory, a thread per core) took 475 MB in the app
+# after 100,000 calls. One thread, no insertion order to keep, and a memory limit of the JSON
 # reader's buffer (twice the longest line it may meet, limit_memory) plus 64 MiB to work in
 # (a transaction is 4 MB of spool: 4,096 spans of 3 KB in 4 MB transactions ran out of
 # 32 MiB); what does not fit spills to the owner-only <store>.tmp/ (_private_files).

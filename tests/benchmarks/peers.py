@@ -417,8 +417,10 @@ def instruction_section(path: Path) -> list[str]:
         "warm-up whose heap is frozen (`gc.freeze()`: a full collection then never falls in one "
         "count by chance), each count ending in a flush (every span exported; for the store, "
         "spooled and ingested), "
-        "so a flush's fixed cost cancels out. The span processors batch by count, not by timer "
-        f"({settings}), so valgrind's slowdown does not decide how much work a call causes. "
+        "so a flush's fixed cost cancels out. The peers' span processors batch by count, not "
+        "by timer, and the store's has no queue (each span is encoded as it ends, each 256 KB "
+        f"written as it fills) and no timer ({settings}), so valgrind's slowdown does not "
+        "decide how much work a call causes. "
         "`floor`: one SDK span around the bare call with our GenAI attributes (computed "
         "beforehand) and two JSON dumps (input and output messages), no instrumentation. "
         "`finetuner-otel`: our instrumentation alone, its spans dropped as the peers' are; "
@@ -476,7 +478,7 @@ def _store_modes(results: dict[str, Any]) -> str:
 
 # A section of the page written from other runs (run.py's memory figures): kept as it is by
 # every rendering of the page, from its heading to the end.
-KEPT_HEADING = "## Ingest in a helper process or on a thread"
+KEPT_HEADING = "## Ingest in a helper process or on a thread, and no span queue"
 
 
 def page(
