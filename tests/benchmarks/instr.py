@@ -27,8 +27,8 @@ the spans) batching by count: ``OTEL_BSP_SCHEDULE_DELAY`` very large and
 as it ends, each 256 KB written as it fills), its writer thread and its ingest wait
 (``FINETUNER_INGEST_INTERVAL`` very large) for the flush, so that no timer, and so not
 valgrind's 50x slowdown, decides how much work a call causes. For each mode (sync,
-sync-stream, async, async-stream), after a warm-up (and ``gc.freeze()``: a full collection of the heap then never falls in one
-count by chance): callgrind's counters are zeroed, N1 calls are made and flushed (every span
+sync-stream, async, async-stream), after a warm-up (and ``gc.freeze()``: a full collection of
+the heap then never falls in one count by chance): callgrind's counters are zeroed, N1 calls are made and flushed (every span
 exported, and ingested for the store) and the counters dumped; then N2 calls, flushed and dumped.
 A call costs (Ir(N2) - Ir(N1)) / (N2 - N1): the fixed costs of a flush cancel out. The dumps come
 from callgrind's client requests (``CALLGRIND_ZERO_STATS``, ``CALLGRIND_DUMP_STATS_AT``), made
