@@ -21,20 +21,20 @@ traced), on the in-process HTTP transport of ``peers.py``, content capture on:
   calls (``shadow(..., sample=0)``): what a call not sampled pays for shadowing;
 - the peers that are installed: ``contrib`` (openai-v2), ``openllmetry``, ``openinference``.
 
-Each span processor is a BatchSpanProcessor (``floor`` and the peers: one whose exporter drops
-the spans) batching by count: ``OTEL_BSP_SCHEDULE_DELAY`` very large and
-``OTEL_BSP_MAX_EXPORT_BATCH_SIZE=32``; the store's processor has no queue (each span encoded
-as it ends, each 256 KB written as it fills), its writer thread and its ingest wait
-(``FINETUNER_INGEST_INTERVAL`` very large) for the flush, so that no timer, and so not
-valgrind's 50x slowdown, decides how much work a call causes. For each mode (sync,
-sync-stream, async, async-stream), after a warm-up (and ``gc.freeze()``: a full collection of
-the heap then never falls in one count by chance): callgrind's counters are zeroed, N1 calls are made and flushed (every span
-exported, and ingested for the store) and the counters dumped; then N2 calls, flushed and dumped.
-A call costs (Ir(N2) - Ir(N1)) / (N2 - N1): the fixed costs of a flush cancel out. The dumps come
-from callgrind's client requests (``CALLGRIND_ZERO_STATS``, ``CALLGRIND_DUMP_STATS_AT``), made
-through a tiny C library compiled on the spot (gcc and Debian's ``valgrind`` package, which
-ships ``valgrind/callgrind.h``). The dumps hold per-function costs too: ``callgrind_annotate``
-on one (``--keep DIR``) is the profile.
+Each span processor is a BatchSpanProcessor (``floor`` and the peers: one whose exporter drops the
+spans) batching by count: ``OTEL_BSP_SCHEDULE_DELAY`` very large and
+``OTEL_BSP_MAX_EXPORT_BATCH_SIZE=32``; the store's processor has no queue (each span encoded as it
+ends, each 256 KB written as it fills), its writer thread and its ingest wait
+(``FINETUNER_INGEST_INTERVAL`` very large) for the flush, so that no timer, and so not valgrind's
+50x slowdown, decides how much work a call causes. For each mode (sync, sync-stream, async,
+async-stream), after a warm-up (and ``gc.freeze()``: a full collection of the heap then never falls
+in one count by chance): callgrind's counters are zeroed, N1 calls are made and flushed (every span
+exported, and ingested for the store) and the counters dumped; then N2 calls, flushed and dumped. A
+call costs (Ir(N2) - Ir(N1)) / (N2 - N1): the fixed costs of a flush cancel out. The dumps come from
+callgrind's client requests (``CALLGRIND_ZERO_STATS``, ``CALLGRIND_DUMP_STATS_AT``), made through a
+tiny C library compiled on the spot (gcc and Debian's ``valgrind`` package, which ships
+``valgrind/callgrind.h``). The dumps hold per-function costs too: ``callgrind_annotate`` on one
+(``--keep DIR``) is the profile.
 
     python tests/benchmarks/instr.py [--n1 16] [--n2 80] [--json docs/performance-instr.json]
         [--page docs/performance.md] [--cases bare,floor,...] [--modes sync,...] [--keep DIR]
