@@ -17,6 +17,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from finetuner_otel import _encoded
 from finetuner_otel._errors import StoreError
 from finetuner_otel._redact import Redactor, RedactSpec, from_environment, make_redactor
 from finetuner_otel._settings import Lake, Settings
@@ -91,6 +92,7 @@ class DuckDBSpanExporter(SpanExporter):
         ingest: str | None = None,
     ) -> None:
         self._settings = Settings.load(db, spool_dir=spool_dir, ingest_interval=ingest_interval)
+        _encoded.enable()  # our instrumentation's message texts are not parsed back here
         # The store as given, for the helper's own Settings.load (a lake by its URL).
         given = db.url if isinstance(db, Lake) else None if db is None else os.fspath(db)
         self._helper: IngestHelper | None = (

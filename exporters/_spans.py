@@ -14,10 +14,11 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from finetuner_otel import _encoded
 from finetuner_otel import _semconv as sc
 from finetuner_otel._ownership import traced_by_us_too
 from finetuner_otel._redact import Redactor
-from finetuner_otel.store.spool import CallRecord, JSONValue, encode_row, parse_json
+from finetuner_otel.store.spool import CallRecord, JSONValue, encode_row, known_json, parse_json
 
 # Attributes stored in columns of their own, and so left out of the ``attributes`` column.
 _COLUMN_ATTRIBUTES = frozenset(
@@ -90,6 +91,20 @@ def _parsed(attrs: Mapping[str, Any], key: str) -> JSONValue | None:
     return parse_json(raw) if isinstance(raw, str) else None
 
 
+def _parsed_ours(attrs: Mapping[str, Any], key: str) -> JSONValue | None:
+    """``_parsed`` for a span of our instrumentation in this process: a text it encoded is not
+    parsed back (``finetuner_otel._encoded``: the very string object, not an equal one)."""
+    raw = attrs.get(key)
+    if not isinstance(raw, str):
+        return None
+    known, value = _encoded.take(raw)
+    if known:
+        kept = known_json(raw, value)
+        if kept is not None:
+            return kept
+    return parse_json(raw)
+
+
 def _redacted_attribute(redactor: Redactor, value: Any) -> Any:
     if isinstance(value, str):
         return redactor.text(value)
@@ -118,7 +133,8 @@ def span_record(span: ReadableSpan, redactor: Redactor | None = None) -> CallRec
     scope = span.instrumentation_scope
     scope_name = scope.name if scope is not None else None
     attrs: Mapping[str, Any] = _copy(span.attributes)
-    content = {key: _parsed(attrs, key) for key in _CONTENT_ATTRIBUTES}
+    parsed = _parsed_ours if scope_name == OUR_SCOPE else _parsed
+    content = {key: parsed(attrs, key) for key in _CONTENT_ATTRIBUTES}
     status = span.status
     error = status.status_code is StatusCode.ERROR
     error_message = status.description if error else None

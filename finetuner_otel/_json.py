@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from typing import Any
 
 
@@ -35,3 +36,25 @@ def dumps(value: Any, *, sort_keys: bool = False) -> str:
     """Encode ``value`` as compact JSON, turning SDK objects and bytes into plain JSON values.
     ``sort_keys`` gives one text for equal values, for comparing them."""
     return (_SORTED_ENCODER if sort_keys else _ENCODER).encode(value)
+
+
+_fell_back = threading.local()
+
+
+def _noting_fallback(value: Any) -> Any:
+    _fell_back.used = True
+    return _fallback(value)
+
+
+_NOTING_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_noting_fallback
+)
+
+
+def dumps_noting(value: Any) -> tuple[str, bool]:
+    """``dumps(value)``, and whether it is plain: encoded with no fallback (no SDK object, bytes,
+    set or other value of no JSON type in it), so parsing the text gives ``value`` back (but
+    for tuples, which parse back as lists)."""
+    _fell_back.used = False
+    text = _NOTING_ENCODER.encode(value)
+    return text, not _fell_back.used

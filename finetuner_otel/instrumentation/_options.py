@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._json import dumps
+from .._encoded import remember
+from .._json import dumps, dumps_noting
 from .._parts import Parts
 from .._redact import Redactor, from_environment, make_redactor
 from .._settings import (
@@ -54,7 +55,11 @@ class CaptureOptions:
     def encode_messages(self, messages: list[Any]) -> str:
         """Semconv messages (or instruction parts) as the attribute's JSON, redacted first."""
         redactor = self.redactor
-        return dumps(redactor.messages(messages) if redactor is not None else messages)
+        value = redactor.messages(messages) if redactor is not None else messages
+        text, plain = dumps_noting(value)
+        if plain:  # the store's exporter reads the value, not the text back (_encoded)
+            remember(text, value)
+        return text
 
     def encode_value(self, value: Any) -> str:
         """Any other recorded value (request options, tool definitions, prompt variables) as

@@ -95,6 +95,24 @@ def parse_json(raw: str) -> JSONValue | None:
     return JSONValue(value, raw, _PARSED)
 
 
+def known_json(raw: str, value: Any) -> JSONValue | None:
+    """``raw`` as a JSONValue of ``value`` without parsing it, for a text our instrumentation
+    encoded from ``value`` (``finetuner_otel._encoded``: json's own encoder made it, so it is
+    one complete JSON value), when it is safe in a line as it is: no raw line break, no
+    escaped surrogate, and no NaN or Infinity (which json writes and DuckDB refuses; the words
+    in a text count too, and such a text is then simply parsed). None: parse it instead."""
+    if (
+        "\n" in raw
+        or "\r" in raw
+        or "\\ud" in raw
+        or "\\uD" in raw
+        or "NaN" in raw
+        or "Infinity" in raw
+    ):
+        return None
+    return JSONValue(value, raw, _PARSED)
+
+
 def _value(content: Any) -> Any:
     return content.value if type(content) is JSONValue else content
 

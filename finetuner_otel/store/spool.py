@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ._files import fsync_dir, fsync_file, write_private, write_spool
 from ._files import pending_files as pending
-from ._rows import CallRecord, JSONValue, encode_row, parse_json
+from ._rows import CallRecord, JSONValue, encode_row, known_json, parse_json
 
 if TYPE_CHECKING:
     from .._settings import Lake
@@ -37,6 +37,7 @@ __all__ = [
     "fsync_dir",
     "fsync_file",
     "ingest",
+    "known_json",
     "parse_json",
     "pending",
     "write_private",
