@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.environment_variables import (
@@ -34,6 +34,9 @@ from opentelemetry.instrumentation.environment_variables import (
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+if TYPE_CHECKING:
+    from .exporters import DuckDBSpanProcessor
 
 NAME = "finetuner"
 EXPORTER = "finetuner_duckdb"
@@ -54,7 +57,7 @@ def _other(group: str, chosen_by: str) -> EntryPoint | None:
 def launcher_plan() -> dict[str, Any]:
     """What ``opentelemetry-instrument`` will do in this environment, and why."""
     other = _other("opentelemetry_distro", OTEL_PYTHON_DISTRO)
-    exporters = [e.strip() for e in os.environ.get(OTEL_TRACES_EXPORTER, "").split(",") if e]
+    exporters = _traces_exporters()
     if other is not None:
         joined = EXPORTER in exporters
         why = (
@@ -76,16 +79,47 @@ def launcher_plan() -> dict[str, Any]:
     return {"distro": NAME, "store": stored, "why": why}
 
 
+# The store's span processor, when our configurator set the pipeline up: the capture provider
+# shares it (one exporter, one ingest helper per process).
+_processor: DuckDBSpanProcessor | None = None
+
+
+def _traces_exporters() -> list[str]:
+    return [e.strip() for e in os.environ.get(OTEL_TRACES_EXPORTER, "").split(",") if e.strip()]
+
+
 class FinetunerConfigurator(_OTelSDKConfigurator):
     """The SDK's own configurator (providers and exporters from the ``OTEL_*`` settings), or
-    another installed package's configurator, run in its place."""
+    another installed package's configurator, run in its place.
+
+    Ours builds the store's part itself: the SDK wraps every traces exporter in a
+    BatchSpanProcessor, whose queue drops calls when its thread gets too few turns of the GIL,
+    so ``finetuner_duckdb`` is left out of what the SDK sees and the provider gets our
+    ``DuckDBSpanProcessor`` (no span queue) instead. Another configurator, run in ours' place,
+    wraps our exporter as it wraps any other."""
 
     def _configure(self, **kwargs: Any) -> None:
+        global _processor
         other = _other("opentelemetry_configurator", OTEL_PYTHON_CONFIGURATOR)
         if other is not None:
             other.load()().configure(**kwargs)
             return
-        super()._configure(**kwargs)  # type: ignore[no-untyped-call]
+        names = _traces_exporters()
+        if EXPORTER not in names:
+            super()._configure(**kwargs)  # type: ignore[no-untyped-call]
+            return
+        saved = os.environ[OTEL_TRACES_EXPORTER]
+        os.environ[OTEL_TRACES_EXPORTER] = ",".join(n for n in names if n != EXPORTER) or "none"
+        try:
+            super()._configure(**kwargs)  # type: ignore[no-untyped-call]
+        finally:
+            os.environ[OTEL_TRACES_EXPORTER] = saved
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider):  # not with OTEL_SDK_DISABLED
+            from .exporters import DuckDBSpanProcessor
+
+            _processor = DuckDBSpanProcessor()
+            provider.add_span_processor(_processor)
 
 
 class FinetunerDistro(BaseDistro):  # type: ignore[misc]
@@ -128,11 +162,10 @@ def _capture_provider() -> TracerProvider | None:
     or a parent that was not sampled): a provider that samples everything and exports only to
     the store. Only when the store is one of the configured traces exporters."""
     provider = trace.get_tracer_provider()
-    exporters = [e.strip() for e in os.environ.get(OTEL_TRACES_EXPORTER, "").split(",")]
-    if not isinstance(provider, TracerProvider) or EXPORTER not in exporters:
+    if not isinstance(provider, TracerProvider) or EXPORTER not in _traces_exporters():
         return None
     from .exporters import DuckDBSpanProcessor
 
     capture = TracerProvider(sampler=ALWAYS_ON, resource=provider.resource)
-    capture.add_span_processor(DuckDBSpanProcessor())
+    capture.add_span_processor(_processor if _processor is not None else DuckDBSpanProcessor())
     return capture

@@ -32,8 +32,15 @@ with OpenAIServer() as server:
     for i in range(2):
         client.chat.completions.create(model='m', dataset_name='launcher',
             messages=[{'role': 'user', 'content': f'hello {i}'}])
-print(json.dumps({k: os.environ.get(k) for k in
-    ('OTEL_TRACES_EXPORTER', 'OTEL_METRICS_EXPORTER', 'OTEL_LOGS_EXPORTER')}))
+from opentelemetry import trace
+pipeline = []  # the provider's span processors, a batch processor with its exporter
+for p in trace.get_tracer_provider()._active_span_processor._span_processors:
+    inner = getattr(getattr(p, '_batch_processor', None), '_exporter', None)
+    inner = inner if inner is not None else getattr(p, 'span_exporter', None)
+    pipeline.append(type(p).__name__ + (':' + type(inner).__name__ if inner is not None else ''))
+seen = {k: os.environ.get(k) for k in
+    ('OTEL_TRACES_EXPORTER', 'OTEL_METRICS_EXPORTER', 'OTEL_LOGS_EXPORTER')}
+print(json.dumps({**seen, 'pipeline': sorted(pipeline)}))
 """
 
 
@@ -135,6 +142,7 @@ def test_with_another_distro_its_exporters_stay_and_ours_joins_only_when_named(
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_METRICS_EXPORTER": "otlp",
         "OTEL_LOGS_EXPORTER": "otlp",
+        "pipeline": ["BatchSpanProcessor:OTLPSpanExporter"],
     }
     assert "/v1/traces" in sink.posts
     assert rows == 0  # the store is not slipped in
@@ -148,6 +156,11 @@ def test_with_another_distro_its_exporters_stay_and_ours_joins_only_when_named(
     )
     assert "/v1/traces" in sink.posts  # theirs still gets the spans
     assert rows == 2  # and the store gets the calls
+    # Their configurator builds the pipeline: it wraps ours as it wraps every exporter.
+    assert seen["pipeline"] == [
+        "BatchSpanProcessor:DuckDBSpanExporter",
+        "BatchSpanProcessor:OTLPSpanExporter",
+    ]
 
 
 def test_with_no_other_distro_ours_is_the_default(tmp_path: Path, sink: Sink) -> None:
@@ -156,9 +169,22 @@ def test_with_no_other_distro_ours_is_the_default(tmp_path: Path, sink: Sink) ->
         "OTEL_TRACES_EXPORTER": "finetuner_duckdb",
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
+        # Ours builds the store's part: no span queue (a BatchSpanProcessor drops calls when
+        # its thread gets too few turns), and one exporter the capture provider shares.
+        "pipeline": ["DuckDBSpanProcessor"],
     }
     assert rows == 2
     assert sink.posts == []
+
+
+def test_with_no_other_distro_other_exporters_keep_their_batch_processor(
+    tmp_path: Path, sink: Sink
+) -> None:
+    seen, rows = _launch(tmp_path, sink, other=False, OTEL_TRACES_EXPORTER="finetuner_duckdb,otlp")
+    assert seen["OTEL_TRACES_EXPORTER"] == "finetuner_duckdb,otlp"  # as the app set it
+    assert seen["pipeline"] == ["BatchSpanProcessor:OTLPSpanExporter", "DuckDBSpanProcessor"]
+    assert rows == 2
+    assert "/v1/traces" in sink.posts
 
 
 def test_the_plan_says_what_the_launcher_will_do(tmp_path: Path) -> None:
