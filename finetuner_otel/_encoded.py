@@ -29,6 +29,11 @@ def enable() -> None:
     _enabled = True
 
 
+def enabled() -> bool:
+    """Whether texts are kept (a store exporter of this process takes them)."""
+    return _enabled
+
+
 def remember(text: str, value: Any) -> None:
     """``text`` was encoded from ``value`` by our instrumentation, with no fallback."""
     if not _enabled:

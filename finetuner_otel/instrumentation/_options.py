@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._encoded import remember
+from .. import _encoded as encoded
 from .._json import dumps, dumps_noting
 from .._parts import Parts
 from .._redact import Redactor, from_environment, make_redactor
@@ -56,9 +56,11 @@ class CaptureOptions:
         """Semconv messages (or instruction parts) as the attribute's JSON, redacted first."""
         redactor = self.redactor
         value = redactor.messages(messages) if redactor is not None else messages
+        if not encoded.enabled():  # no store exporter in this process
+            return dumps(value)
         text, plain = dumps_noting(value)
-        if plain:  # the store's exporter reads the value, not the text back (_encoded)
-            remember(text, value)
+        if plain:  # the store's exporter reads the value, not the text back
+            encoded.remember(text, value)
         return text
 
     def encode_value(self, value: Any) -> str:
