@@ -193,18 +193,18 @@ class DuckDBSpanExporter(SpanExporter):
             self._spans_dropped += 1
             logger.exception("finetuner-otel: could not convert span %s; skipped", span.name)
             return
-        with self._buffer_lock:
-            self._buffer.append(line)
-            self._buffered += len(line)
-            if self._writer is None:
-                self._start_writer()
-            if self._buffered < CHUNK_BYTES:
-                return
-            lines = self._take_buffer()
         try:
+            with self._buffer_lock:
+                self._buffer.append(line)
+                self._buffered += len(line)
+                if self._writer is None:
+                    self._start_writer()
+                if self._buffered < CHUNK_BYTES:
+                    return
+                lines = self._take_buffer()
             self._written(lines, sync=False, ask=False)  # the writer thread asks for ingest
-        except Exception:  # a bug of ours: logged, never the app's problem
-            logger.exception("finetuner-otel: %d spans could not be spooled", len(lines))
+        except Exception:  # a thread that cannot start, a bug of ours: never the app's problem
+            logger.exception("finetuner-otel: spans could not be spooled")
 
     def _take_buffer(self) -> list[str]:
         """add()'s lines, taken out (``self._buffer_lock`` held)."""
@@ -271,7 +271,9 @@ class DuckDBSpanExporter(SpanExporter):
                 fsync_file(path)  # False: ingested meanwhile
             fsync_dir(self._settings.spool_dir)
         except OSError as exc:
-            logger.warning("finetuner-otel: could not sync the spool %s: %s", path, exc)
+            logger.warning(
+                "finetuner-otel: could not sync the spool %s: %s", self._settings.spool_dir, exc
+            )
 
     def _spool(self, lines: list[str], *, sync: bool = True) -> int | None:
         """Write the held lines and ``lines`` to the spool; the number written, or None when
