@@ -90,9 +90,13 @@ def parse_json(raw: str) -> JSONValue | None:
     else:
         if end != len(raw) and raw[end:].strip(_WHITESPACE):
             return None
-    if "\n" in raw or "\r" in raw or "\\ud" in raw or "\\uD" in raw:
-        return JSONValue(value, None, _PARSED)
-    return JSONValue(value, raw, _PARSED)
+    return JSONValue(value, raw if _safe_in_line(raw) else None, _PARSED)
+
+
+def _safe_in_line(raw: str) -> bool:
+    """Whether the text of one JSON value can stand in a spool line as it is: no raw line break
+    (lines are split on those) and no escaped surrogate (DuckDB refuses a lone one)."""
+    return not ("\n" in raw or "\r" in raw or "\\ud" in raw or "\\uD" in raw)
 
 
 def known_json(raw: str, value: Any) -> JSONValue | None:
@@ -101,14 +105,7 @@ def known_json(raw: str, value: Any) -> JSONValue | None:
     one complete JSON value), when it is safe in a line as it is: no raw line break, no
     escaped surrogate, and no NaN or Infinity (which json writes and DuckDB refuses; the words
     in a text count too, and such a text is then simply parsed). None: parse it instead."""
-    if (
-        "\n" in raw
-        or "\r" in raw
-        or "\\ud" in raw
-        or "\\uD" in raw
-        or "NaN" in raw
-        or "Infinity" in raw
-    ):
+    if not _safe_in_line(raw) or "NaN" in raw or "Infinity" in raw:
         return None
     return JSONValue(value, raw, _PARSED)
 
