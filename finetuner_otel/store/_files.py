@@ -32,15 +32,20 @@ def private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, exist_ok=True)
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
+def _fsync_and_close(fd: int) -> None:
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the names in a directory durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory fds
+        return
+    _fsync_and_close(fd)
 
 
 def fsync_file(path: Path) -> bool:
@@ -49,10 +54,7 @@ def fsync_file(path: Path) -> bool:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_and_close(fd)
     return True
 
 
