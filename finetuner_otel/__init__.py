@@ -19,7 +19,6 @@ The heavy parts (DuckDB, the store) load on first use, so the instrumentation al
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._context import dataset
@@ -32,6 +31,7 @@ from ._errors import (
     StoreError,
     StoreLockedError,
 )
+from ._lazy import load
 from ._prompt import Prompt
 from .version import __version__
 
@@ -114,12 +114,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'finetuner_otel' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+    return load(__name__, _LAZY, name, globals())
 
 
 def __dir__() -> list[str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._lazy import load
+
 if TYPE_CHECKING:
     from . import _reads as reads  # the read model the CLI and the UI share
     from ._call import Call
@@ -64,15 +66,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "reads":
-        value: Any = importlib.import_module("._reads", __name__)
-    else:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module 'finetuner_otel.store' has no attribute {name!r}")
-        value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+    if name == "reads":  # a module, not a name in one
+        globals()[name] = module = importlib.import_module("._reads", __name__)
+        return module
+    return load(__name__, _LAZY, name, globals())
 
 
 def __dir__() -> list[str]:
