@@ -222,3 +222,23 @@ def test_spans_still_held_at_exit_are_counted_lost(tmp_path: Path) -> None:
         assert exporter.force_flush() is False
         exporter.shutdown()
         assert exporter.spans_dropped == 20 and exporter.spans_held == 0
+
+
+def test_spans_added_on_a_full_disk_are_held_then_all_stored(tmp_path: Path) -> None:
+    """The queue-less path (``add()``, what instrument() uses) on a full disk: each full chunk
+    that cannot be written is held (counted, nothing raised into the app's thread), and every
+    span is stored once space comes back."""
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        spool, db = disk.root / "spool", tmp_path / "s.duckdb"
+        exporter = DuckDBSpanExporter(db, spool_dir=spool, ingest_interval=3600)
+        spans = _spans(300, pad=2500)  # about 0.8 MB: three chunks and some
+        disk.fill()
+        for span in spans:
+            exporter.add(span)  # never raises
+        assert exporter.spans_held > 0 and exporter.spans_dropped == 0
+        assert exporter.force_flush() is False  # not durable, and it says so
+        disk.free(1 << 20)
+        assert exporter.force_flush() is True
+        assert exporter.spans_held == 0
+        exporter.shutdown()
+    assert sorted(_answers(db)) == sorted(f"a{i}" for i in range(300))
