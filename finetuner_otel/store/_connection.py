@@ -50,8 +50,8 @@ _SANDBOX_IF_KNOWN = {"allow_extension_repositories": "'forbidden'"}
 # DuckDB's defaults (80% of the machine's memory, a thread per core) took 475 MB in the app
 # after 100,000 calls. One thread, no insertion order to keep, and a memory limit of the JSON
 # reader's buffer (twice the longest line it may meet, limit_memory) plus 64 MiB to work in
-# (a transaction is 4 MB of spool: 4,096 spans of 3 KB in 4 MB transactions ran out of
-# 32 MiB); what does not fit spills to the owner-only <store>.tmp/ (_private_files).
+# (a transaction is up to 16 MB of spool, _spool: 4,096 spans of 3 KB in 4 MB transactions ran
+# out of 32 MiB); what does not fit spills to the owner-only <store>.tmp/ (_private_files).
 INGEST_WORKING_MEMORY = 64 << 20
 _BOUNDED_CONFIG: dict[str, str | int | bool] = {
     "threads": 1,
