@@ -40,11 +40,14 @@ MAX_HELD_SPANS = 10_000
 # disk that frees a little space takes a little of the backlog: one file of the whole backlog
 # fits nowhere until all of it does (350 held spans were lost at exit with 756 KB free).
 HELD_CHUNK_CHARS = 64 * 1024
-# Lines that ``add`` keeps on the calling thread before it writes them as one spool file (not
-# fsynced there: the writer thread, ``force_flush`` and ``shutdown`` make them durable). It
-# bounds the app's memory for spans not yet written whatever share of the GIL a background
-# thread gets: beside a loop of pure-Python calls, one got 4 turns a second, and a span queue
-# waiting on it grew to 16,384 spans of 7.7 KB and then dropped calls.
+# Lines that ``add`` keeps before they are written as one spool file (not fsynced then: the
+# writer thread's next turn, ``force_flush`` and ``shutdown`` make them durable). A full chunk
+# wakes the writer thread, so the app's thread does no file I/O (an event loop on a slow
+# filesystem, NFS, would wait on it); only when that thread has fallen a chunk behind (beside
+# a loop of pure-Python calls, a background thread got 4 turns of the GIL a second) does the
+# calling thread write them itself. So the app never keeps more than two chunks unwritten,
+# whatever share of the GIL a background thread gets: a span queue waiting on one grew to
+# 16,384 spans of 7.7 KB and then dropped calls.
 CHUNK_BYTES = 256 * 1024
 # How long shutdown() waits for the last ingest (the thread's waited for as long as it took):
 # long enough for a helper to start and move a large spool; past it the helper goes on alone.
@@ -68,9 +71,10 @@ class DuckDBSpanExporter(SpanExporter):
     whose helper cannot start or keeps dying (logged once).
 
     ``add(span)`` is the queue-less path (``DuckDBSpanProcessor``, and what ``instrument()``
-    sets up): the span is encoded on the thread that ended it and written with the others of
-    its CHUNK_BYTES as one spool file, so no span waits in memory for a background thread;
-    those left are written every ``ingest_interval`` by the exporter's writer thread.
+    sets up): the span is encoded on the thread that ended it, and each CHUNK_BYTES of lines
+    is written as one spool file by the exporter's writer thread (by the calling thread only
+    when that one has fallen a chunk behind), so no span waits in memory for a background
+    thread beyond two chunks; the rest is written every ``ingest_interval``.
 
     ``redact`` (what ``instrument(redact=...)`` takes, or ``FINETUNER_REDACT`` when not given)
     is applied to every content and string attribute of spans of other instrumentations before
@@ -145,6 +149,7 @@ class DuckDBSpanExporter(SpanExporter):
         self._unsynced: list[Path] = []
         self._writer: threading.Thread | None = None
         self._writer_stop = threading.Event()
+        self._chunk_ready = threading.Event()  # add() has a full chunk for the writer thread
 
     @property
     def settings(self) -> Settings:
@@ -182,9 +187,10 @@ class DuckDBSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
     def add(self, span: ReadableSpan) -> None:
-        """Spool one finished span from the thread that ended it, with no queue: encoded here,
-        and written with the lines before it once they reach CHUNK_BYTES (the rest by the
-        writer thread within ``ingest_interval``, or by ``force_flush``). Never raises."""
+        """Spool one finished span from the thread that ended it, with no queue: encoded here;
+        a full CHUNK_BYTES of lines wakes the writer thread, and a second one is written here
+        (the rest by the writer thread within ``ingest_interval``, or by ``force_flush``).
+        Never raises."""
         try:
             if self._shutdown or not is_genai_span(span):
                 return
@@ -201,8 +207,12 @@ class DuckDBSpanExporter(SpanExporter):
                     self._start_writer()
                 if self._buffered < CHUNK_BYTES:
                     return
-                lines = self._take_buffer()
-            self._written(lines, sync=False, ask=False)  # the writer thread asks for ingest
+                if self._buffered < 2 * CHUNK_BYTES:
+                    if not self._chunk_ready.is_set():
+                        self._chunk_ready.set()  # the writer thread takes it
+                    return
+                lines = self._take_buffer()  # that thread is a chunk behind: written here
+            self._written(lines, sync=False, ask=False)  # a running helper asked, none started
         except Exception:  # a thread that cannot start, a bug of ours: never the app's problem
             logger.exception("finetuner-otel: spans could not be spooled")
 
@@ -211,17 +221,20 @@ class DuckDBSpanExporter(SpanExporter):
         lines, self._buffer, self._buffered = self._buffer, [], 0
         return lines
 
-    def _write_buffer(self) -> bool:
-        """Write add()'s lines and make every spool file written so far durable; False when
-        some are held in memory because the spool cannot be written."""
+    def _write_buffer(self, *, sync: bool = True) -> bool:
+        """Write add()'s lines and (``sync``) make every spool file written so far durable;
+        False when some are held in memory because the spool cannot be written."""
         with self._buffer_lock:
             lines = self._take_buffer()
+            self._chunk_ready.clear()
         written = self._written(lines, sync=False)
-        self._sync()
+        if sync:
+            self._sync()
         return written
 
     def _start_writer(self) -> None:
-        """The thread that writes add()'s last lines of a quiet spell (``_buffer_lock`` held)."""
+        """The thread that writes add()'s full chunks, and every ``ingest_interval`` what is
+        left and fsyncs (``_buffer_lock`` held)."""
         self._writer = threading.Thread(
             target=self._writer_loop, name="finetuner-otel-spool", daemon=True
         )
@@ -229,9 +242,18 @@ class DuckDBSpanExporter(SpanExporter):
 
     def _writer_loop(self) -> None:
         interval = max(self._settings.ingest_interval, 0.05)
-        while not self._writer_stop.wait(interval):
+        due = time.monotonic() + interval
+        while True:
+            left = min(max(due - time.monotonic(), 0.0), threading.TIMEOUT_MAX)
+            chunk = self._chunk_ready.wait(left)
+            if self._writer_stop.is_set():
+                return
             try:
-                self._write_buffer()
+                if chunk and time.monotonic() < due:
+                    self._write_buffer(sync=False)  # a full chunk: fsynced at the next turn
+                else:
+                    self._write_buffer()
+                    due = time.monotonic() + interval
             except Exception:  # a bug of ours: logged, and the next turn tries again
                 logger.exception("finetuner-otel: the spool writer failed; retrying")
 
@@ -505,6 +527,7 @@ class DuckDBSpanExporter(SpanExporter):
             self._wake.notify()
             ingester = self._ingester
         self._writer_stop.set()
+        self._chunk_ready.set()
         for thread in (ingester, self._writer):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5.0)
@@ -525,10 +548,11 @@ class DuckDBSpanExporter(SpanExporter):
 class DuckDBSpanProcessor(SpanProcessor):
     """A span processor that spools GenAI spans into a finetuner store with no span queue.
 
-    Each GenAI span is encoded on the thread that ends it and written with the others of its
-    ``CHUNK_BYTES`` as one spool file (``DuckDBSpanExporter.add``), so the app's memory for
-    spans not yet written is bounded by that, and no span is dropped for a background thread
-    that did not get to run: under a BatchSpanProcessor, an app making calls as fast as the
+    Each GenAI span is encoded on the thread that ends it, and each ``CHUNK_BYTES`` of them is
+    written as one spool file by the exporter's writer thread, or by the calling thread when
+    that one is a chunk behind (``DuckDBSpanExporter.add``), so the app's memory for spans not
+    yet written is bounded by two chunks, and no span is dropped for a background thread that
+    did not get to run: under a BatchSpanProcessor, an app making calls as fast as the
     CPU allows filled the queue and lost calls. It costs the calling thread the encoding (a
     few tens of µs a call) that a BatchSpanProcessor's thread would spend in the same process.
     Without an ``exporter`` it makes one from the ``FINETUNER_*`` settings.

@@ -1,7 +1,8 @@
 """Spans spooled with no span queue (``DuckDBSpanProcessor``, ``DuckDBSpanExporter.add``, what
-``instrument()`` sets up): a burst as fast as the CPU allows loses no call, the app never holds
-more than a chunk of unwritten spans whatever turns its threads get, the last spans of a quiet
-spell are written by the exporter's writer thread, and an app that only captures never loads
+``instrument()`` sets up): a burst as fast as the CPU allows loses no call, full chunks are
+written by the exporter's writer thread (the app's does no file I/O), the app never holds more
+than two chunks of unwritten spans whatever turns its threads get, the last spans of a quiet
+spell are written by that thread too, and an app that only captures never loads
 DuckDB (its ingest helper does)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,20 +70,59 @@ def test_a_burst_as_fast_as_the_cpu_allows_loses_no_call(tmp_path: Path) -> None
     assert _count(db) == 40_000
 
 
-def test_the_calling_thread_writes_each_full_chunk(tmp_path: Path) -> None:
-    """With the writer thread asleep (a long interval), what is not yet written never exceeds
-    a chunk: each full one is written by the thread that ended its last span."""
+def _writers(spool: Path) -> set[int]:
+    """The threads that wrote the spool's files (their ident is in each file's name)."""
+    return {int(f.name.split("-")[2]) for f in pending_files(spool)}
+
+
+def test_full_chunks_are_written_by_the_writer_thread_not_the_apps(tmp_path: Path) -> None:
+    """An app whose calls wait on the network (as real ones do) does no file I/O on its own
+    thread: each full chunk wakes the exporter's writer thread, long before the interval."""
     db, spool = tmp_path / "s.duckdb", tmp_path / "spool"
     exporter = DuckDBSpanExporter(db, spool_dir=spool, ingest_interval=3600)
     provider = TracerProvider()
     provider.add_span_processor(DuckDBSpanProcessor(exporter))
     line_size = 2200  # about a line of these spans
     n = 3 * CHUNK_BYTES // line_size
-    _burst(provider, n)
-    spooled = _spooled_lines(spool)
-    assert spooled * line_size >= 2 * CHUNK_BYTES  # three chunks: at least two written
-    assert (n - spooled) * line_size < CHUNK_BYTES * 1.2  # the rest: under a chunk
+    for _ in range(n):
+        _burst(provider, 1)
+        time.sleep(0.002)  # the call's wait for its answer: the GIL is free
+    deadline = time.monotonic() + 10
+    while _spooled_lines(spool) * line_size < 2 * CHUNK_BYTES and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _spooled_lines(spool) * line_size >= 2 * CHUNK_BYTES  # two chunks, no interval
+    writers = _writers(spool)
+    assert threading.get_ident() not in writers
+    assert writers == {t.ident for t in threading.enumerate() if t.name == "finetuner-otel-spool"}
     assert not db.exists()  # nothing asked the store for anything on the app's thread
+    assert exporter.force_flush()
+    assert _count(db) == n and pending_files(spool) == []
+    provider.shutdown()
+
+
+def test_a_writer_thread_a_chunk_behind_leaves_the_writing_to_the_calling_thread(
+    tmp_path: Path,
+) -> None:
+    """With the writer thread gone (as good as one that gets no turn of the GIL), what is not
+    yet written never exceeds two chunks: the thread that ends a span writes them."""
+    db, spool = tmp_path / "s.duckdb", tmp_path / "spool"
+    exporter = DuckDBSpanExporter(db, spool_dir=spool, ingest_interval=3600)
+    provider = TracerProvider()
+    provider.add_span_processor(DuckDBSpanProcessor(exporter))
+    _burst(provider, 1)  # starts the writer thread, which is then stopped
+    writer = exporter._writer
+    assert writer is not None
+    exporter._writer_stop.set()
+    exporter._chunk_ready.set()
+    writer.join(5)
+    line_size = 2200
+    n = 5 * CHUNK_BYTES // line_size
+    _burst(provider, n - 1)
+    spooled = _spooled_lines(spool)
+    assert spooled * line_size >= 3 * CHUNK_BYTES  # five chunks: at least three written
+    assert (n - spooled) * line_size < 2 * CHUNK_BYTES * 1.1  # the rest: under two chunks
+    assert _writers(spool) == {threading.get_ident()}
+    assert not db.exists()
     assert exporter.force_flush()
     assert _count(db) == n and pending_files(spool) == []
     provider.shutdown()
