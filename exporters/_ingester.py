@@ -12,7 +12,8 @@ What it logs goes there too (``log <json>``), for the app to log with its own lo
 that arrive together are served by one ingest. It ends when its stdin ends: the app closed it
 or died. It runs at a lower priority than the app (nice 5) and ignores SIGINT (a
 Ctrl-C in the terminal is the app's to handle; the app then flushes through this helper and
-closes it).
+closes it). Its DuckDB is started once and the store attached for each ingest
+(``store._connection.keep_instance``): the store's lock is held only while it ingests.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sys
 from finetuner_otel._errors import StoreError
 from finetuner_otel._settings import Settings
 from finetuner_otel.exporters._ingest import ingest_spool
+from finetuner_otel.store._connection import keep_instance
 from finetuner_otel.store.spool import pending
 
 logger = logging.getLogger("finetuner_otel.exporters")
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     os.set_blocking(1, False)
     logging.basicConfig(level=args.log_level, handlers=[ToApp()], format="%(message)s")
     settings = Settings.load(None, spool_dir=args.spool_dir, ingest_interval=args.interval)
+    keep_instance()
     # Spans spooled after the app's last request (a burst, then quiet) are taken in after one
     # interval without requests, not left in the spool until the app's next span or its exit.
     idle = select.poll()

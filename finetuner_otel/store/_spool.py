@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 
 from .._errors import StoreError
-from ._connection import connect, keep_wal_private, limit_memory, raise_memory_limit
+from ._connection import ingest_connection, keep_wal_private, limit_memory, raise_memory_limit
 from ._files import REASON_SUFFIX, SUFFIX, pending_files, private_dir, write_private
 from ._files import TMP_SUFFIX as _TMP_SUFFIX
 from ._files import write_new as _write_new
@@ -100,7 +100,7 @@ def ingest(db_path: Path, spool_dir: Path, *, wait: float = 10.0) -> int:
     if not pending_files(spool_dir):
         return 0
     try:
-        with connect(db_path, read_only=False, wait=wait, bounded=True) as con:
+        with ingest_connection(db_path, wait) as con:
             migrate(con, db_path)
             # Listed under the write lock: no other process can be ingesting these files now.
             return ingest_pending(con, db_path, spool_dir)
