@@ -9,7 +9,8 @@
    of a long stream (500 chunks). Beside them, the floor that any instrumentation built on the
    OTel SDK pays: one SDK span with the same attributes (computed beforehand) and no processor.
 2. Exporter throughput: spans per second from ``export()`` to rows queryable in DuckDB, with 2 KB
-   of messages per span.
+   of messages per span. Then steady traffic: calls paced at a few rates, and the CPU the app
+   and its ingest helper spend per call, against a bare call's.
 3. Bursts: 100,000 GenAI spans ended as fast as a loop can, through what ``instrument()``
    installs, in a process of their own: peak RSS against the same loop with no exporter.
 4. ``finetuner serve``: spans/s from the SDK's OTLP/HTTP exporter to rows queryable in the
@@ -640,6 +641,84 @@ def backlog(megabytes: int) -> None:
         )
 
 
+def _cpu_seconds(pid: int | str = "self") -> float:
+    """Seconds on a CPU of every thread of a process so far, to the nanosecond (the
+    scheduler's own count; /proc's user and system times are in 10 ms ticks). Linux only."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    return total / 1e9
+
+
+def _paced(call: Any, rate: float, seconds: float) -> int:
+    """``call()`` at ``rate`` a second for ``seconds`` (each waits for the next, as a service's
+    calls do); how many were made."""
+    calls, end, due = 0, time.monotonic() + seconds, time.monotonic()
+    while time.monotonic() < end:
+        call()
+        calls += 1
+        due += 1 / rate
+        time.sleep(max(0.0, due - time.monotonic()))
+    return calls
+
+
+def steady_child(rate: str, seconds: str, db: str) -> None:
+    """One process: bare calls paced at ``rate`` a second for ``seconds`` (a call after a
+    pause costs more than one of a tight loop: caches gone cold), then the same through
+    ``instrument()`` with its default settings; the CPU of each, and of the ingest helper."""
+    import finetuner_otel
+
+    client = _client()
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}
+
+    def call() -> None:
+        client.chat.completions.create(**request)
+
+    for _ in range(50):
+        call()
+    start = _cpu_seconds()
+    bare_calls = _paced(call, float(rate), float(seconds))
+    bare = _cpu_seconds() - start
+    handle = finetuner_otel.instrument(db)
+    call()
+    assert handle.flush()  # the helper started and the store made before the count
+    helper = handle.processor.exporter.ingest_pid
+    assert helper is not None
+    app0, helper0 = _cpu_seconds(), _cpu_seconds(helper)
+    calls = _paced(call, float(rate), float(seconds))
+    app, helper_cpu = _cpu_seconds() - app0, _cpu_seconds(helper) - helper0
+    handle.shutdown()
+    print(json.dumps({"calls": calls, "bare": bare / bare_calls, "app": app, "helper": helper_cpu}))
+
+
+def steady_traffic(rates: tuple[float, ...], seconds: float) -> None:
+    """The ingest helper's CPU under paced traffic, where each ingest takes in a few rows and
+    its fixed cost (DuckDB attaching, checking and checkpointing the store) is most of it;
+    each rate a process of its own. ``make bench-instr`` counts the cost of a row, with
+    ingests only at flushes, so it leaves this out."""
+    print(
+        f"Steady traffic: calls paced for {seconds:.0f} s, instrument() with its defaults "
+        f"(an ingest every FINETUNER_INGEST_INTERVAL, 1 s); CPU per call, against a bare "
+        f"call's paced the same way"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for rate in rates:
+            db = str(Path(tmp) / f"steady-{rate}.duckdb")
+            r = _child_json(str(HERE), "--steady-child", str(rate), str(seconds), db)
+            calls, bare = r["calls"], r["bare"]
+            print(
+                f"  {rate:4g} calls/s ({calls} calls): a bare call {bare * 1e3:.2f} ms; the app "
+                f"{r['app'] / calls * 1e3:.2f} ms a call ({r['app'] / calls / bare:.2f} of a "
+                f"bare call); its ingest helper {r['helper'] / calls * 1e3:.2f} ms a call "
+                f"({r['helper'] / calls / bare:.1f} of a bare call, "
+                f"{r['helper'] / seconds * 100:.1f}% of a core)"
+            )
+
+
 _IMPORT_ONLY = (
     "import json, finetuner_otel.store.spool\n"
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
@@ -743,9 +822,19 @@ def main() -> None:
     parser.add_argument("--backlog-mb", type=int, default=1024, help="the backlog's size (1024)")
     parser.add_argument("--only-backlog", action="store_true", help="the spool backlog only")
     parser.add_argument("--only-throughput", action="store_true", help="the exporter only")
+    parser.add_argument(
+        "--only-steady", action="store_true", help="the ingest helper's CPU under paced calls"
+    )
+    parser.add_argument("--steady-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ingest_child:
         ingest_child(*args.ingest_child)
+        return
+    if args.steady_child:
+        steady_child(*args.steady_child)
+        return
+    if args.only_steady:
+        steady_traffic((0.5, 4.0) if args.quick else (0.5, 4.0, 32.0), 10 if args.quick else 30)
         return
     if args.only_throughput:
         exporter_throughput(5000 if args.quick else 20000, repeats=2 if args.quick else 5)
@@ -776,12 +865,14 @@ def main() -> None:
     if args.quick:
         overhead(processes=1, rounds=20, calls=20)
         exporter_throughput(5000, repeats=2)
+        steady_traffic((0.5, 4.0), 10)
         burst_memory(20_000)
         serve_throughput(5_000, repeats=1)
         dataset_export(10_000, repeats=2)
     else:
         overhead(processes=3, rounds=100, calls=20)
         exporter_throughput(20000, repeats=5)
+        steady_traffic((0.5, 4.0, 32.0), 30)
         burst_memory(100_000)
         serve_throughput(20_000, repeats=3)
         dataset_export(100_000, repeats=3)
