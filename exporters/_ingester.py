@@ -13,7 +13,7 @@ that arrive together are served by one ingest. It ends when its stdin ends: the 
 or died. It runs at a lower priority than the app (nice 5) and ignores SIGINT (a
 Ctrl-C in the terminal is the app's to handle; the app then flushes through this helper and
 closes it). Its DuckDB is started once and the store attached for each ingest
-(``store._connection.keep_instance``): the store's lock is held only while it ingests.
+(``store.spool.keep_instance``): the store's lock is held only while it ingests.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ import sys
 from finetuner_otel._errors import StoreError
 from finetuner_otel._settings import Settings
 from finetuner_otel.exporters._ingest import ingest_spool
-from finetuner_otel.store._connection import keep_instance
-from finetuner_otel.store.spool import pending
+from finetuner_otel.store.spool import keep_instance, pending
 
 logger = logging.getLogger("finetuner_otel.exporters")
 

@@ -30,6 +30,15 @@ def ingest(target: Path | Lake, spool_dir: Path, *, wait: float = 10.0) -> int:
     return ingest_into(target, spool_dir, wait=wait)
 
 
+def keep_instance() -> None:
+    """From now on, ``ingest`` into a DuckDB file attaches it to one DuckDB that this process
+    keeps (the ingest helper's: a process of its own, for one store), instead of starting one
+    for each ingest. DuckDB loads here."""
+    from ._connection import keep_instance as keep
+
+    keep()
+
+
 __all__ = [
     "CallRecord",
     "JSONValue",
@@ -37,6 +46,7 @@ __all__ = [
     "fsync_dir",
     "fsync_file",
     "ingest",
+    "keep_instance",
     "known_json",
     "parse_json",
     "pending",
