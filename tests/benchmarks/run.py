@@ -115,19 +115,10 @@ def _client():  # type: ignore[no-untyped-def]
 def _background_cpu_seconds() -> float | None:
     """CPU time used so far by every thread of this process but the main one (the span
     processor's export thread and our ingest thread). Linux only; None elsewhere."""
-    main = threading.main_thread().native_id
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
     try:
-        for task in os.listdir("/proc/self/task"):
-            if int(task) == main:
-                continue
-            with open(f"/proc/self/task/{task}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return _cpu_seconds(but=threading.main_thread().native_id)
     except OSError:
         return None
-    return total / ticks
 
 
 def run_rounds(mode: str, rounds: int, calls: int, db: str) -> None:
@@ -641,11 +632,14 @@ def backlog(megabytes: int) -> None:
         )
 
 
-def _cpu_seconds(pid: int | str = "self") -> float:
-    """Seconds on a CPU of every thread of a process so far, to the nanosecond (the
-    scheduler's own count; /proc's user and system times are in 10 ms ticks). Linux only."""
+def _cpu_seconds(pid: int | str = "self", *, but: int | None = None) -> float:
+    """Seconds on a CPU of every thread of a process so far (``but`` that one), to the
+    nanosecond (the scheduler's own count; /proc's user and system times are in 10 ms ticks).
+    Linux only: OSError elsewhere."""
     total = 0
     for task in os.listdir(f"/proc/{pid}/task"):
+        if but is not None and int(task) == but:
+            continue
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
                 total += int(fh.read().split()[0])
