@@ -169,20 +169,19 @@ def attached(path: Path, wait: float) -> Iterator[duckdb.DuckDBPyConnection]:
     the ``with`` block; detached after it, which checkpoints it and frees its lock."""
     with _lock_for(path):
         con = _instance_for(path)
-        created = not path.exists()
-        if created:
-            private_dir(path.parent)
         literal = "'" + str(path).replace("'", "''") + "'"
         try:
-            _retrying_lock(path, wait, lambda: con.execute(f"ATTACH {literal} AS {_ATTACHED}"))
+            _retrying_lock(
+                path,
+                wait,
+                lambda: _owner_only(path, lambda: con.execute(f"ATTACH {literal} AS {_ATTACHED}")),
+            )
         except StoreLockedError:
             raise
         except BaseException:
             _drop_instance()  # whatever it was, the next ingest starts from a fresh DuckDB
             raise
         try:
-            if created:
-                os.chmod(path, 0o600)  # captured prompts are private: readable by their owner only
             _private_files(None, path, read_only=False)
             con.execute(f"USE {_ATTACHED}")
             yield con
@@ -248,12 +247,20 @@ def _open(
             con.close()
             raise
         return con
-    if read_only or path.exists():
-        return duckdb.connect(str(path), read_only=read_only, config=config)
+    if read_only:
+        return duckdb.connect(str(path), read_only=True, config=config)
+    return _owner_only(path, lambda: duckdb.connect(str(path), read_only=False, config=config))
+
+
+def _owner_only(path: Path, take: Callable[[], _T]) -> _T:
+    """``take()``, which opens the store at ``path`` for writing (making it if need be); a store
+    it makes, and any folder above it, is its owner's alone (captured prompts are private)."""
+    if path.exists():
+        return take()
     private_dir(path.parent)
-    con = duckdb.connect(str(path), read_only=False, config=config)
-    os.chmod(path, 0o600)  # captured prompts are private: readable by their owner only
-    return con
+    taken = take()
+    os.chmod(path, 0o600)
+    return taken
 
 
 def _seal(con: duckdb.DuckDBPyConnection) -> None:
